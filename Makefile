@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` (the main job end to end) and `make test` (ruff + pytest).
+# Both create .venv, install the package and get Fashion-MNIST first, so they work on a fresh machine.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint data venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST: Debian's package when we are root on Debian, else tensorflow-datasets (needs the network).
+data: $(STAMP)
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: $(FASHION_MNIST)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		$(BIN)/python -m tfcompress.data fashion_mnist; \
+	fi
+
+demo: data
+	$(BIN)/python scripts/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# pytest exits 5 when it collects no test; say so instead of failing the build on it.
+test: lint data
+	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,35 @@
+"""tfcompress: compress Keras CNNs for Raspberry-Pi-class devices and measure them on TFLite / LiteRT.
+
+Importing tfcompress never imports tensorflow-model-optimization (it would switch the whole process to
+legacy ``tf_keras``) and leaves ``tf.keras`` as Keras 3.
+"""
+
+import os as _os
+
+# TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the output of every script; warnings still show.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+_backend = _os.environ.get("KERAS_BACKEND", "tensorflow")
+if _backend != "tensorflow":
+    raise ImportError(
+        f"tfcompress needs the TensorFlow backend of Keras, but KERAS_BACKEND={_backend!r}. "
+        "Unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow before importing tfcompress."
+    )
+if _os.environ.get("TF_USE_LEGACY_KERAS", "0").lower() in ("1", "true", "yes"):
+    raise ImportError(
+        "tfcompress uses Keras 3, but TF_USE_LEGACY_KERAS is set (tensorflow-model-optimization sets it). "
+        "Run tfmot baselines in their own process and unset TF_USE_LEGACY_KERAS here."
+    )
+
+import keras as _keras  # noqa: E402
+
+if _keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"tfcompress needs the TensorFlow backend of Keras, but Keras is configured for "
+        f"{_keras.backend.backend()!r} (see ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow."
+    )
+
+from tfcompress import data, files, training, zoo  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["data", "files", "training", "zoo"]

@@ -1,0 +1,145 @@
+"""Trains a zoo model (or continues a saved one) with SGD + Nesterov; checkpoints every epoch.
+
+    python scripts/train.py --model=resnet20 --dataset=fashion_mnist --image_size=32 --epochs=30 \
+        --output=models/resnet20_fashion_mnist.keras
+
+Writes ``OUTPUT`` (.keras, without optimizer state) and ``OUTPUT.json`` (test accuracy, params, flags, time),
+both atomically. While training, ``OUTPUT.ckpt/`` holds the last epoch's weights and optimizer state;
+``--resume`` continues from it after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Zoo model name, e.g. lenet5, resnet20, wrn-40-2, mobilenet_v2, micronet.")
+flags.DEFINE_string("init_model", None, "A .keras model to continue training instead of building --model.")
+flags.DEFINE_integer("image_size", None, "Pad/resize images to this size (e.g. 32 for CIFAR nets on MNIST).")
+flags.DEFINE_enum("channels", None, ["1", "3"], "Repeat grayscale to 3 channels with 3.")
+flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
+flags.DEFINE_float("lr", 0.1, "Initial learning rate.", lower_bound=0.0)
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "step", "constant"], "Learning-rate schedule.")
+flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay on kernels.", lower_bound=0.0)
+flags.DEFINE_float("momentum", 0.9, "SGD momentum (Nesterov).", lower_bound=0.0)
+flags.DEFINE_bool("augment", True, "Random crop (pad 4) and horizontal flip.")
+flags.DEFINE_float("holdout", 0.0, "Fraction of the training split held out (not trained on).")
+flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling, augmentation).")
+flags.DEFINE_string("output", None, "Output .keras path.")
+flags.DEFINE_bool("resume", False, "Continue an interrupted run from OUTPUT.ckpt/.")
+
+from tfcompress.cli.flags import define_dataset_flags, define_json_flag  # noqa: E402
+
+define_dataset_flags()
+define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
+flags.mark_flag_as_required("output")
+flags.register_validator("holdout", lambda v: 0.0 <= v < 1.0, message="--holdout must be in [0, 1)")
+flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
+flags.register_multi_flags_validator(
+    ["model", "init_model"], lambda f: bool(f["model"]) != bool(f["init_model"]),
+    message="give exactly one of --model (build from the zoo) or --init_model (continue a .keras file)",
+)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import keras
+
+    import tfcompress as tfc
+
+    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.init_model])
+    checkpoint_dir = output.with_name(output.name + ".ckpt")
+    if checkpoint_dir.exists() and not FLAGS.resume:
+        raise app.UsageError(
+            f"{checkpoint_dir} holds an interrupted run: pass --resume to continue it, or delete the folder."
+        )
+    if FLAGS.resume and not checkpoint_dir.exists():
+        raise app.UsageError(f"--resume given but there is no checkpoint at {checkpoint_dir}")
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    spec = tfc.data.get_spec(FLAGS.dataset)
+    channels = int(FLAGS.channels) if FLAGS.channels else None
+    if FLAGS.init_model:
+        model = keras.models.load_model(FLAGS.init_model, compile=False)
+        options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
+    else:
+        options = {"image_size": FLAGS.image_size, "channels": channels}
+        shape = tfc.data.input_shape(FLAGS.dataset, **options)
+        model = tfc.zoo.build(FLAGS.model, shape, spec.num_classes, **json.loads(FLAGS.model_args))
+    common = {"batch_size": FLAGS.batch_size, "data_dir": FLAGS.data_dir, **options}
+    train = tfc.data.load(
+        FLAGS.dataset, "train", holdout_fraction=FLAGS.holdout, augment=FLAGS.augment, seed=FLAGS.seed,
+        limit=FLAGS.train_limit, **common,
+    )
+    test = tfc.data.load(FLAGS.dataset, "test", **common)
+    steps_per_epoch = int(train.cardinality())
+    optimizer = tfc.training.sgd(
+        FLAGS.lr, FLAGS.epochs * steps_per_epoch, FLAGS.schedule, FLAGS.momentum, FLAGS.weight_decay
+    )
+    tfc.training.compile_classifier(model, optimizer)
+    model.summary(print_fn=logging.info)
+
+    resumed_from_epoch = _checkpoint_epoch(checkpoint_dir)
+    if resumed_from_epoch:
+        logging.info("resuming %s after epoch %d", checkpoint_dir, resumed_from_epoch)
+    backup = keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
+    start = time.time()
+    history = model.fit(train, epochs=FLAGS.epochs, validation_data=test, callbacks=[backup], verbose="auto")
+    train_seconds = time.time() - start
+
+    metrics = tfc.training.evaluate(model, test)
+    tfc.files.save_model(model, output)
+    sidecar = {
+        "model": FLAGS.model or Path(FLAGS.init_model).name,
+        "dataset": FLAGS.dataset,
+        "input_shape": list(model.input_shape[1:]),
+        "test_accuracy": metrics["accuracy"],
+        "test_loss": metrics["loss"],
+        "params": model.count_params(),
+        "trainable_params": sum(int(w.numpy().size) for w in model.trainable_weights),
+        "epochs": FLAGS.epochs,
+        "resumed_from_epoch": resumed_from_epoch,
+        "train_seconds_this_run": round(train_seconds, 1),
+        "history": {k: [round(float(x), 5) for x in v] for k, v in history.history.items()},
+        "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
+        "versions": {"tensorflow": _tf_version(), "keras": keras.__version__, "tfcompress": tfc.__version__},
+        "host": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "file_bytes": output.stat().st_size,
+    }
+    tfc.files.write_json(output.with_name(output.name + ".json"), sidecar)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    print(f"test accuracy {metrics['accuracy']:.4f}  params {sidecar['params']:,}  → {output}")
+
+
+_OWN_FLAGS = (
+    "model", "init_model", "model_args", "dataset", "data_dir", "image_size", "channels", "epochs", "batch_size",
+    "lr", "schedule", "weight_decay", "momentum", "augment", "holdout", "train_limit", "seed", "output", "resume",
+)
+
+
+def _checkpoint_epoch(checkpoint_dir: Path) -> int:
+    metadata = checkpoint_dir / "training_metadata.json"
+    return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def run() -> None:
+    from tfcompress.cli import app as cli_app
+
+    cli_app.run(main)
+
+
+if __name__ == "__main__":
+    run()

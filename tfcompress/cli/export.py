@@ -1,0 +1,68 @@
+"""Exports a .keras model to .tflite with post-training quantization, and reports size and LiteRT parity.
+
+    python scripts/export.py --model=models/resnet20_fashion_mnist.keras --quantization=int8 \
+        --dataset=fashion_mnist --output=/tmp/resnet20_int8.tflite
+
+Writes OUTPUT atomically and OUTPUT.json (sizes, parity with the Keras model on the test split, flags).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from tfcompress.cli.flags import define_dataset_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Input .keras model.")
+flags.DEFINE_enum("quantization", "float32", ["float32", "float16", "dynamic", "int8"], "Post-training quantization.")
+flags.DEFINE_integer("num_calibration", 500, "Training examples that calibrate int8 ranges.", lower_bound=1)
+flags.DEFINE_bool("int8_io", False, "With int8: int8 model input and output (else float32).")
+flags.DEFINE_bool("sparse", False, "Store mostly-zero weights in TFLite's sparse format.")
+flags.DEFINE_integer("parity_examples", 2000, "Test examples on which Keras and LiteRT outputs are compared (0: skip).",
+                     lower_bound=0)
+flags.DEFINE_string("output", None, "Output .tflite path.")
+define_dataset_flags()
+flags.mark_flags_as_required(["model", "output"])
+flags.register_validator("output", lambda v: v is None or v.endswith(".tflite"), message="--output must end in .tflite")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from tfcompress import export, files, runtime
+    from tfcompress.cli.flags import dataset_for_model
+
+    output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
+    model = export.load_keras_model(FLAGS.model)
+    calibration = None
+    if FLAGS.quantization == "int8":
+        calibration = dataset_for_model(model.input_shape, "train", shuffle=True, seed=0)
+    flatbuffer = export.to_tflite(
+        model, FLAGS.quantization, representative_data=calibration, num_calibration_samples=FLAGS.num_calibration,
+        int8_io=FLAGS.int8_io, sparse=FLAGS.sparse,
+    )
+    report = {"size": export.size_report(flatbuffer, model).to_dict()}
+    if FLAGS.parity_examples:
+        test = dataset_for_model(model.input_shape, "test")
+        report["parity"] = runtime.parity(model, flatbuffer, test, limit=FLAGS.parity_examples).to_dict()
+    report["flags"] = {name: FLAGS[name].value for name in (
+        "model", "quantization", "num_calibration", "int8_io", "sparse", "dataset", "output")}
+    files.write_bytes(output, flatbuffer)
+    files.write_json(output.with_name(output.name + ".json"), report)
+    size = report["size"]
+    line = f"{output}: {size['tflite_bytes']:,} bytes ({size['gzip_bytes']:,} gzipped)"
+    if "parity" in report:
+        p = report["parity"]
+        line += (f"; vs Keras on {p['examples']} test images: top-1 agreement {p['top1_agreement']:.4f}, "
+                 f"max |Δlogit| {p['max_abs_diff']:.3g} ({p['relative_max_abs_diff']:.2g} of the logit range), "
+                 f"accuracy Keras {p['keras_accuracy']:.4f} / LiteRT {p['tflite_accuracy']:.4f}")
+    print(line)
+
+
+def run() -> None:
+    from tfcompress.cli import app
+
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

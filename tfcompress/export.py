@@ -1,0 +1,267 @@
+"""Strip training-only layers, convert to TFLite with post-training quantization, and report sizes.
+
+Every compressed model leaves tfcompress through here: :func:`strip` turns tfcompress training layers (masks,
+ternary and factorized layers, registered by their modules with :func:`register_strip`) into plain Keras
+layers, then :func:`to_tflite` converts with ``tf.lite.TFLiteConverter``:
+
+================  =====================================================================================
+``float32``       no quantization
+``float16``       weights stored as float16 (dequantized at load on CPUs)
+``dynamic``       weights int8, activations float (dynamic-range quantization)
+``int8``          full integer: weights and activations int8, calibrated on a representative dataset;
+                  ``int8_io`` makes the model's input and output int8 too
+================  =====================================================================================
+
+``sparse=True`` adds ``EXPERIMENTAL_SPARSITY`` so that mostly-zero weights are stored in a sparse format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress import files, surgery
+from tfcompress.runtime import TFLITE_IDENTIFIER
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
+# layer class → function(layer, *call_args, **call_kwargs) returning the plain-Keras output tensor(s)
+_STRIP_RULES: dict[type, Callable[..., Any]] = {}
+
+
+class ConversionError(RuntimeError):
+    """The TFLite converter failed; the message names the layers involved when it can."""
+
+
+def register_strip(layer_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: registers how a training-only layer class becomes plain Keras layers at export.
+
+    The function receives the layer and the arguments it was called with, and returns the output tensor(s)
+    of its plain replacement (its input unchanged to drop the layer)::
+
+        @register_strip(ChannelMask)
+        def _(layer, inputs):
+            return inputs * layer.mask   # or build plain layers and call them
+    """
+
+    def register(rule: Callable[..., Any]) -> Callable[..., Any]:
+        _STRIP_RULES[layer_class] = rule
+        return rule
+
+    return register
+
+
+def _identity(layer: keras.layers.Layer, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+    return inputs
+
+
+# Layers that do nothing at inference: dropping them keeps exported graphs and later surgery simple.
+for _inference_noop in (
+    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout, keras.layers.ActivityRegularization,
+):
+    register_strip(_inference_noop)(_identity)
+
+
+def _strip_rule(layer: keras.layers.Layer) -> Callable[..., Any] | None:
+    for cls in type(layer).__mro__:  # subclasses of a registered class are stripped the same way
+        if cls in _STRIP_RULES:
+            return _STRIP_RULES[cls]
+    return None
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """Returns ``model`` with every registered training-only layer replaced by plain Keras layers.
+
+    A model with nothing to strip is returned as it is. Layers that are kept are shared with ``model``.
+    """
+    if not any(_strip_rule(layer) for layer in surgery.iter_layers(model)):
+        return model
+
+    def replacement_for(layer: keras.layers.Layer) -> Callable[..., Any] | None:
+        rule = _strip_rule(layer)
+        return None if rule is None else (lambda *args, **kwargs: rule(layer, *args, **kwargs))
+
+    return surgery.replace_layers(model, replacement_for)
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def load_keras_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a ``.keras`` model for export, with errors that say what the file is instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    if path.suffix == ".tflite" or path.read_bytes()[4:8] == TFLITE_IDENTIFIER:
+        raise ValueError(f"{path} is already a .tflite flatbuffer; give the .keras model it was exported from")
+    if path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"{path} is not a Keras model file (.keras); got suffix {path.suffix!r}")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # zipfile, h5py and deserialization errors all mean "not a usable model"
+        raise ValueError(f"{path} could not be loaded as a Keras model: {type(error).__name__}: {error}") from error
+
+
+def representative_samples(data: Any, num_samples: int) -> Iterator[np.ndarray]:
+    """Yields up to ``num_samples`` single inputs (batch of 1, float32) from a dataset or an array.
+
+    ``data`` may be a ``tf.data.Dataset`` of batches ``(x, y)`` or ``x``, a numpy array of inputs, or any
+    iterable of such batches.
+    """
+    if isinstance(data, np.ndarray):
+        data = [data]
+    produced = 0
+    for batch in data:
+        inputs = batch[0] if isinstance(batch, tuple | list) else batch
+        for sample in np.asarray(inputs, dtype=np.float32):
+            yield sample[None]
+            produced += 1
+            if produced >= num_samples:
+                return
+
+
+def to_tflite(
+    model: keras.Model,
+    quantization: str = "float32",
+    *,
+    representative_data: Any = None,
+    num_calibration_samples: int = 500,
+    int8_io: bool = False,
+    sparse: bool = False,
+    output: str | os.PathLike | None = None,
+) -> bytes:
+    """Strips ``model`` and converts it to a ``.tflite`` flatbuffer; writes it atomically to ``output`` if given.
+
+    Args:
+        model: a functional or Sequential Keras model.
+        quantization: "float32", "float16", "dynamic" or "int8" (full integer).
+        representative_data: calibration inputs for "int8" (a ``tf.data`` pipeline of batches or an array).
+        num_calibration_samples: how many single examples calibrate the int8 ranges.
+        int8_io: with "int8", make the model input and output int8 (else they stay float32).
+        sparse: store mostly-zero weights in TFLite's sparse format (``EXPERIMENTAL_SPARSITY``).
+        output: where to write the flatbuffer; never an existing model input.
+
+    Raises:
+        ValueError: an unknown quantization, int8 without calibration data, or int8_io without int8.
+        ConversionError: the converter failed; the message names the layers its error mentions.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization == "int8" and representative_data is None:
+        raise ValueError("int8 quantization needs representative_data (calibration inputs), e.g. the train split")
+    if int8_io and quantization != "int8":
+        raise ValueError("int8_io applies to quantization='int8' only")
+    if num_calibration_samples < 1:
+        raise ValueError(f"num_calibration_samples must be ≥ 1, got {num_calibration_samples}")
+    plain = strip(model)
+    with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as saved_model_dir:
+        plain.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        optimizations = [tf.lite.Optimize.DEFAULT] if quantization != "float32" else []
+        if sparse:
+            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        converter.optimizations = optimizations
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantization == "int8":
+            converter.representative_dataset = lambda: (
+                [sample] for sample in representative_samples(representative_data, num_calibration_samples)
+            )
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:
+            raise ConversionError(_explain_conversion_error(plain, error)) from error
+    if output is not None:
+        files.write_bytes(output, flatbuffer)
+    return flatbuffer
+
+
+def _explain_conversion_error(model: keras.Model, error: Exception) -> str:
+    message = str(error)
+    # The converter names ops by their TF scope "model/<layer name>[_N]/op", N added by tf.function tracing.
+    mentioned = [
+        layer.name for layer in surgery.iter_layers(model)
+        if re.search(rf"/{re.escape(layer.name)}(?:_\d+)?/", message)
+    ]
+    ops = sorted(set(re.findall(r"'(tf\.\w+)'", message)))
+    where = f"layer(s) {', '.join(repr(n) for n in mentioned)}" if mentioned else "a layer it did not name"
+    hint = (
+        "replace or remove that layer (use standard Keras layers, or register a strip rule with "
+        "tfcompress.export.register_strip for a training-only layer)"
+    )
+    unsupported = f" unsupported op(s) {', '.join(ops)};" if ops else ""
+    return f"TFLite conversion failed in {where}:{unsupported} {hint}. Converter said: {message[:1500]}"
+
+
+# -------------------------------------------------------------------------------------------------- sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeReport:
+    """How big a model is on disk and how small its weights could be coded.
+
+    Attributes:
+        tflite_bytes: the flatbuffer's size.
+        gzip_bytes: the flatbuffer gzipped (level 9): what zeros and repeated values buy on the wire.
+        kernel_entropy_bits: Σ over kernels of numel · H(values), H the Shannon entropy of the kernel's
+            empirical value distribution: the ideal entropy-coded size of the kernels. It is meaningful for
+            sparse and ternary kernels; for dense float kernels, whose values are all distinct, it is just
+            numel · log2(numel) and no real code reaches it.
+        kernel_count: number of kernel weights counted in the entropy.
+    """
+
+    tflite_bytes: int
+    gzip_bytes: int
+    kernel_entropy_bits: float | None = None
+    kernel_count: int | None = None
+
+    @property
+    def entropy_coded_bytes(self) -> float | None:
+        return None if self.kernel_entropy_bits is None else self.kernel_entropy_bits / 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "entropy_coded_bytes": self.entropy_coded_bytes}
+
+
+def entropy_bits(values: np.ndarray) -> float:
+    """numel · H(values) in bits, H the entropy of the empirical distribution of ``values``."""
+    _, counts = np.unique(values, return_counts=True)
+    probabilities = counts / counts.sum()
+    return float(-(counts * np.log2(probabilities)).sum())
+
+
+def kernels(model: keras.Model) -> Iterable[tuple[str, np.ndarray]]:
+    """(layer name, kernel) for every layer with a ``kernel`` or ``depthwise_kernel`` weight."""
+    for layer in surgery.iter_layers(model):
+        for attribute in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            weight = getattr(layer, attribute, None)
+            if weight is not None and hasattr(weight, "numpy"):
+                yield f"{layer.name}/{attribute}", np.asarray(weight.numpy())
+
+
+def size_report(flatbuffer: bytes | str | os.PathLike, model: keras.Model | None = None) -> SizeReport:
+    """Sizes of a ``.tflite`` (bytes or path), plus the kernels' entropy-coded size when ``model`` is given."""
+    payload = flatbuffer if isinstance(flatbuffer, bytes) else Path(flatbuffer).read_bytes()
+    entropy = count = None
+    if model is not None:
+        stripped = strip(model)
+        weights = [kernel for _, kernel in kernels(stripped)]
+        entropy = sum(entropy_bits(w) for w in weights)
+        count = sum(w.size for w in weights)
+    return SizeReport(len(payload), len(gzip.compress(payload, compresslevel=9)), entropy, count)

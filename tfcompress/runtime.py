@@ -1,0 +1,174 @@
+"""Running ``.tflite`` models in LiteRT: predictions, accuracy, and parity with the Keras model.
+
+Inference goes through ``ai_edge_litert.interpreter`` (``tf.lite.Interpreter`` is deprecated). int8 inputs
+and outputs are quantized and dequantized with the tensors' scale and zero point, so callers always pass
+and get float arrays, whatever the export mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite
+
+
+def read_tflite(source: bytes | str | os.PathLike) -> bytes:
+    """The flatbuffer bytes of ``source`` (bytes or a path), checked to really be a ``.tflite``."""
+    if isinstance(source, bytes):
+        payload, name = source, "the given bytes"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"TFLite file {str(path)!r} does not exist")
+        payload, name = path.read_bytes(), str(path)
+    if payload[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError(f"{name} is not a TFLite flatbuffer (no 'TFL3' identifier); export one with scripts/export.py")
+    return payload
+
+
+class TFLiteModel:
+    """A ``.tflite`` model in a LiteRT interpreter, called like a Keras model on float numpy batches.
+
+    Args:
+        source: path or flatbuffer bytes.
+        num_threads: interpreter threads (XNNPACK).
+        batch_size: inputs are fed in batches of this size (the input tensor is resized once).
+    """
+
+    def __init__(self, source: bytes | str | os.PathLike, num_threads: int = 1, batch_size: int = 256):
+        self.flatbuffer = read_tflite(source)
+        self.interpreter = Interpreter(model_content=self.flatbuffer, num_threads=num_threads)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected a model with one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        self.batch_size = batch_size if self._input["shape_signature"][0] == -1 else int(self._input["shape"][0])
+        self._allocated_batch = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._input["shape"][1:])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        return np.dtype(self._output["dtype"])
+
+    def _allocate(self, batch: int) -> None:
+        if self._allocated_batch != batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [batch, *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self._allocated_batch = batch
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(self.input_dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        if self.output_dtype == np.float32:
+            return y
+        scale, zero_point = self._output["quantization"]
+        return (y.astype(np.float32) - zero_point) * scale
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float outputs for a float input batch of any size."""
+        x = np.asarray(x, dtype=np.float32)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"input shape {x.shape[1:]} does not match the model's {self.input_shape}")
+        results = []
+        for start in range(0, len(x), self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            if self._input["shape_signature"][0] == -1:
+                self._allocate(len(chunk))
+                feed = chunk
+            else:  # fixed batch: pad the last chunk
+                self._allocate(self.batch_size)
+                feed = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
+            self.interpreter.set_tensor(self._input["index"], self._quantize_input(feed))
+            self.interpreter.invoke()
+            output = self.interpreter.get_tensor(self._output["index"])[: len(chunk)]
+            results.append(self._dequantize_output(output))
+        return np.concatenate(results)
+
+
+def _batches(dataset: Any, limit: int | None):
+    seen = 0
+    for x, y in dataset:
+        x, y = np.asarray(x), np.asarray(y)
+        if limit is not None:
+            x, y = x[: limit - seen], y[: limit - seen]
+        yield x, y
+        seen += len(y)
+        if limit is not None and seen >= limit:
+            return
+
+
+def evaluate_tflite(model: TFLiteModel | bytes | str | os.PathLike, dataset: tf.data.Dataset,
+                    limit: int | None = None) -> dict[str, float]:
+    """Top-1 accuracy of a ``.tflite`` model on a batched dataset of ``(image, label)``."""
+    runner = model if isinstance(model, TFLiteModel) else TFLiteModel(model)
+    correct = total = 0
+    for x, y in _batches(dataset, limit):
+        correct += int(np.sum(np.argmax(runner.predict(x), axis=-1) == y))
+        total += len(y)
+    return {"accuracy": correct / total, "examples": total}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """How closely a ``.tflite`` reproduces its Keras model on the same inputs.
+
+    Attributes:
+        max_abs_diff: largest |logit_keras − logit_tflite|.
+        relative_max_abs_diff: ``max_abs_diff`` divided by the range of the Keras logits (max − min), the
+            scale-free number the float bound (≤ 1e-4) applies to.
+        top1_agreement: fraction of inputs where both pick the same class (the int8 bound is ≥ 0.99).
+        keras_accuracy, tflite_accuracy: top-1 accuracy of each on the labels.
+        examples: inputs compared.
+    """
+
+    max_abs_diff: float
+    relative_max_abs_diff: float
+    top1_agreement: float
+    keras_accuracy: float
+    tflite_accuracy: float
+    examples: int
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def parity(keras_model: keras.Model, tflite: TFLiteModel | bytes | str | os.PathLike, dataset: tf.data.Dataset,
+           limit: int | None = None) -> Parity:
+    """Compares Keras and LiteRT outputs of the same model on a dataset's inputs."""
+    runner = tflite if isinstance(tflite, TFLiteModel) else TFLiteModel(tflite)
+    keras_logits, lite_logits, labels = [], [], []
+    for x, y in _batches(dataset, limit):
+        keras_logits.append(np.asarray(keras_model(x, training=False)))
+        lite_logits.append(runner.predict(x))
+        labels.append(y)
+    reference, lite, labels = np.concatenate(keras_logits), np.concatenate(lite_logits), np.concatenate(labels)
+    diff = float(np.max(np.abs(reference - lite)))
+    logit_range = float(reference.max() - reference.min()) or 1.0
+    return Parity(
+        max_abs_diff=diff,
+        relative_max_abs_diff=diff / logit_range,
+        top1_agreement=float(np.mean(np.argmax(reference, -1) == np.argmax(lite, -1))),
+        keras_accuracy=float(np.mean(np.argmax(reference, -1) == labels)),
+        tflite_accuracy=float(np.mean(np.argmax(lite, -1) == labels)),
+        examples=int(labels.size),
+    )

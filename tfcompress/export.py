@@ -17,8 +17,10 @@ layers, then :func:`to_tflite` converts with ``tf.lite.TFLiteConverter``:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import logging
 import os
 import re
 import tempfile
@@ -29,6 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from tfcompress import files, surgery
 from tfcompress.runtime import TFLITE_IDENTIFIER
@@ -166,7 +169,7 @@ def to_tflite(
     if num_calibration_samples < 1:
         raise ValueError(f"num_calibration_samples must be ≥ 1, got {num_calibration_samples}")
     plain = strip(model)
-    with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as saved_model_dir:
+    with _quiet_tensorflow_logs(), tempfile.TemporaryDirectory(prefix="tfcompress-export-") as saved_model_dir:
         plain.export(saved_model_dir, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         optimizations = [tf.lite.Optimize.DEFAULT] if quantization != "float32" else []
@@ -190,6 +193,20 @@ def to_tflite(
     if output is not None:
         files.write_bytes(output, flatbuffer)
     return flatbuffer
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logs() -> Iterator[None]:
+    """SavedModel export logs a dozen INFO lines per model (assets, fingerprints); keep warnings only."""
+    logger = logging.getLogger("tensorflow")
+    level, verbosity = logger.level, absl_logging.get_verbosity()
+    logger.setLevel(max(level, logging.WARNING))
+    absl_logging.set_verbosity(min(verbosity, absl_logging.WARNING))  # absl: smaller is quieter
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
 
 
 def _explain_conversion_error(model: keras.Model, error: Exception) -> str:

@@ -39,7 +39,7 @@ class LatencyResult:
         warmup: untimed inferences run before them.
         mean_ms: mean time per inference; every runtime reports it.
         median_ms, p90_ms, min_ms, max_ms, std_ms: ``None`` when the runtime does not report them
-            (``benchmark_model`` before ~2.3 prints no median; only per-run times give a 90th percentile).
+            (older ``benchmark_model`` builds print no median; only per-run times give a 90th percentile).
             ``std_ms`` is the population standard deviation (ddof=0), as ``benchmark_model`` computes it.
         times_ms: every timed run, in order, when the runner saw them.
         host: the machine that ran the model (:func:`tfcompress.latency.host.describe_host`).
@@ -118,8 +118,9 @@ class LatencyResult:
     def summary(self) -> str:
         """One line for a terminal: which model, which runtime, the typical latency and the spread."""
         statistic = "median" if self.median_ms is not None else "mean"
-        spread = f" (min {self.min_ms:.3f}, std {self.std_ms:.3f})" if self.min_ms is not None and \
-            self.std_ms is not None else ""
+        spread = ""
+        if self.min_ms is not None and self.std_ms is not None:
+            spread = f" (min {self.min_ms:.3f}, std {self.std_ms:.3f})"
         fallback = f" [fell back: {self.fallback_reason}]" if self.fallback_reason else ""
         return (
             f"{Path(self.model_path).name}: {statistic} {self.latency_ms:.3f} ms{spread} over {self.runs} runs, "

@@ -1,0 +1,75 @@
+"""Measures the latency of a .tflite model with LiteRT, litert-benchmark or a benchmark_model binary.
+
+    python scripts/benchmark.py --tflite=models/lenet5.tflite --runner=litert --threads=4 --runs=50 \
+        --json=results/lenet5.latency.json
+    python scripts/benchmark.py --tflite=m.tflite --runner=binary --benchmark_binary=/opt/tflite/benchmark_model
+
+Prints a one-line summary, then the result as JSON; ``--json`` also writes it to a file (atomically). The
+schema is ``tfcompress.latency.LatencyResult.to_dict()``. Bad input (no such model, not a .tflite file, no or
+non-executable binary) is refused before anything runs, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("tflite", None, "The .tflite model to measure.")
+flags.DEFINE_enum("runner", "litert", ["litert", "litert_benchmark", "binary"],
+                  "litert: LiteRT interpreter in this process; litert_benchmark: the litert-benchmark command "
+                  "(falls back to litert, saying why); binary: TFLite's C++ benchmark_model at --benchmark_binary.")
+flags.DEFINE_string("benchmark_binary", None,
+                    "Path of the benchmark_model executable for --runner=binary "
+                    "(default: $TFCOMPRESS_BENCHMARK_MODEL).")
+flags.DEFINE_integer("threads", 1, "CPU threads for the runtime.", lower_bound=1)
+flags.DEFINE_integer("runs", 50, "Timed inferences.", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed inferences before the timed ones.", lower_bound=0)
+flags.DEFINE_string("json", None, "Also write the result to this JSON file (atomically).")
+flags.mark_flag_as_required("tflite")
+flags.register_multi_flags_validator(
+    ["runner", "benchmark_binary"], lambda f: f["benchmark_binary"] is None or f["runner"] == "binary",
+    message="--benchmark_binary is only used with --runner=binary",
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tfcompress import files, latency
+
+    # Validate everything before measuring, so a typo costs nothing and leaves no file behind.
+    try:
+        latency.check_tflite(FLAGS.tflite)
+        if FLAGS.runner == "binary":
+            latency.resolve_binary(FLAGS.benchmark_binary)
+        output = files.check_output(FLAGS.json) if FLAGS.json else None
+        if output is not None and output == Path(FLAGS.tflite).expanduser().resolve():
+            raise ValueError(f"--json={FLAGS.json} is the model itself; choose another file")
+    except (OSError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
+
+    try:
+        result = latency.benchmark(
+            FLAGS.tflite, runner=FLAGS.runner, threads=FLAGS.threads, runs=FLAGS.runs, warmup=FLAGS.warmup,
+            binary=FLAGS.benchmark_binary,
+        )
+    except latency.BenchmarkError as error:
+        sys.exit(f"benchmark failed: {error}")
+
+    report = result.to_dict()
+    if output is not None:
+        files.write_json(output, report)
+    print(result.summary())
+    print(json.dumps(report, indent=2))
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

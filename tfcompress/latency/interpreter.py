@@ -1,0 +1,98 @@
+"""Runner ``litert``: the LiteRT Python interpreter, in this process, timing each ``invoke()``.
+
+``ai_edge_litert.interpreter.Interpreter`` applies the XNNPACK delegate by default (it logs "Created TensorFlow
+Lite XNNPACK delegate for CPU"), as recent ``benchmark_model`` builds do; the thesis's TF 1.13 binary predates
+XNNPACK, so old and new numbers differ by runtime, not only by model. The inputs are filled once with seeded
+random data; kernel time does not depend on values for the float and int8 CNNs measured here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfcompress.latency.result import BenchmarkError, LatencyResult
+
+RUNTIME = "litert-interpreter"
+
+
+def run_interpreter(
+    model_path: Path, *, threads: int, runs: int, warmup: int, seed: int = 0
+) -> LatencyResult:
+    """Times ``runs`` invocations of ``model_path`` after ``warmup`` untimed ones, with ``threads`` threads.
+
+    Raises:
+        BenchmarkError: LiteRT cannot load, allocate or run the model (e.g. a truncated file, an op it lacks).
+    """
+    from ai_edge_litert.interpreter import Interpreter  # imported here: only this runner needs it
+
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise BenchmarkError(f"LiteRT cannot load {model_path}: {error}") from error
+
+    rng = np.random.default_rng(seed)
+    inputs = interpreter.get_input_details()
+    for detail in inputs:
+        interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
+
+    try:
+        for _ in range(warmup):
+            interpreter.invoke()
+        times_ms = []
+        for _ in range(runs):
+            start = time.perf_counter_ns()
+            interpreter.invoke()
+            times_ms.append((time.perf_counter_ns() - start) / 1e6)
+    except RuntimeError as error:
+        raise BenchmarkError(f"LiteRT failed to run {model_path}: {error}") from error
+
+    return LatencyResult.from_times(
+        times_ms,
+        runtime=RUNTIME,
+        model_path=model_path,
+        threads=threads,
+        warmup=warmup,
+        runtime_version=litert_version(),
+        details={
+            "inputs": [
+                {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+                for d in inputs
+            ],
+            "seed": seed,
+        },
+    )
+
+
+def random_input(shape: Any, dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """Deterministic random data of ``shape`` and ``dtype``: floats in [0, 1) (images in unit range),
+    integers over the whole range of 8/16-bit types (quantized inputs), small non-negative ints otherwise
+    (indices), booleans at random.
+
+    Raises:
+        BenchmarkError: a dtype no CNN input has (strings, ...).
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    if np.issubdtype(dtype, np.floating):
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        low, high = (info.min, info.max) if info.bits <= 16 else (0, 100)
+        return rng.integers(low, high, shape, dtype=dtype, endpoint=True)
+    raise BenchmarkError(f"cannot make random input of dtype {dtype.name}")
+
+
+def litert_version() -> str | None:
+    """The installed ai-edge-litert version, or None."""
+    try:
+        return importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        return None

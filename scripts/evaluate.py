@@ -1,6 +1,13 @@
-"""evaluate: see tfcompress/cli/evaluate.py for the flags (--help)."""
+"""`python scripts/evaluate.py --help`: the program is tfcompress/cli/evaluate.py (also installed as a console command)."""
 
-from tfcompress.cli.evaluate import run
+from absl import flags
+
+from tfcompress.cli import evaluate as program
+from tfcompress.cli import flags as shared_flags
+
+# --help lists the key flags of __main__ only: adopt the program's own and the shared ones.
+flags.adopt_module_key_flags(program)
+flags.adopt_module_key_flags(shared_flags)
 
 if __name__ == "__main__":
-    run()
+    program.run()

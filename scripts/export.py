@@ -1,6 +1,13 @@
-"""export: see tfcompress/cli/export.py for the flags (--help)."""
+"""`python scripts/export.py --help`: the program is tfcompress/cli/export.py (also installed as a console command)."""
 
-from tfcompress.cli.export import run
+from absl import flags
+
+from tfcompress.cli import export as program
+from tfcompress.cli import flags as shared_flags
+
+# --help lists the key flags of __main__ only: adopt the program's own and the shared ones.
+flags.adopt_module_key_flags(program)
+flags.adopt_module_key_flags(shared_flags)
 
 if __name__ == "__main__":
-    run()
+    program.run()

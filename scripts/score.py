@@ -1,6 +1,13 @@
-"""Print the MicroNet-challenge counts and score of a .keras model; see tfcompress/cli/score.py (--help)."""
+"""`python scripts/score.py --help`: the program is tfcompress/cli/score.py (also installed as a console command)."""
 
-from tfcompress.cli.score import run
+from absl import flags
+
+from tfcompress.cli import score as program
+from tfcompress.cli import flags as shared_flags
+
+# --help lists the key flags of __main__ only: adopt the program's own and the shared ones.
+flags.adopt_module_key_flags(program)
+flags.adopt_module_key_flags(shared_flags)
 
 if __name__ == "__main__":
-    run()
+    program.run()

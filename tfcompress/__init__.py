@@ -29,7 +29,21 @@ if _keras.backend.backend() != "tensorflow":
         f"{_keras.backend.backend()!r} (see ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow."
     )
 
-from tfcompress import data, files, training, zoo  # noqa: E402
+from tfcompress import (  # noqa: E402
+    data,
+    export,
+    files,
+    latency,
+    micronet,
+    profile,
+    report,
+    runtime,
+    surgery,
+    training,
+    zoo,
+)
 
 __version__ = "0.1.0"
-__all__ = ["data", "files", "training", "zoo"]
+__all__ = [
+    "data", "export", "files", "latency", "micronet", "profile", "report", "runtime", "surgery", "training", "zoo",
+]

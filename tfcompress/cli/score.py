@@ -1,0 +1,71 @@
+"""Counts a saved model the MicroNet-challenge way and prints the per-layer table and the score.
+
+    python scripts/score.py --model=models/resnet20_fashion_mnist.keras --task=cifar100 \
+        --json=models/resnet20_fashion_mnist.micronet.json
+
+``--param_bits=16`` (the challenge's free half precision) counts each parameter ½; ``--param_bits=32
+--mul_bits=32`` counts everything in full precision, as the references (WRN-28-10: 36.5 M params, 10.49 B
+ops) were counted. See tfcompress/micronet.py for the rules. ``--json`` writes the counts (totals, score and
+every layer) atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Path of the .keras model to score.")
+flags.DEFINE_enum("task", "cifar100", ["cifar100", "imagenet"],
+                  "Reference to score against: cifar100 (WRN-28-10) or imagenet (MobileNetV2-1.4).")
+flags.DEFINE_integer(
+    "param_bits", 16, "Bits of a stored parameter (16 counts each as ½).", lower_bound=1, upper_bound=32
+)
+flags.DEFINE_integer("mul_bits", 16, "Bits of a multiplication's inputs.", lower_bound=1, upper_bound=32)
+flags.DEFINE_integer("add_bits", 32, "Bits of an accumulator.", lower_bound=1, upper_bound=32)
+flags.DEFINE_string("json", None, "Optional output path for the counts as JSON.")
+flags.mark_flag_as_required("model")
+flags.register_validator("json", lambda v: v is None or v.endswith(".json"), message="--json must end in .json")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tfcompress import files, micronet
+
+    model_path = Path(FLAGS.model).expanduser()
+    if not model_path.is_file():
+        raise app.UsageError(f"--model {FLAGS.model!r}: no such file")
+    if model_path.suffix != ".keras":
+        raise app.UsageError(f"--model {FLAGS.model!r} is not a .keras file; save the model with model.save('x.keras')")
+    output = files.check_output(FLAGS.json, inputs=[model_path]) if FLAGS.json else None
+    model = _load(model_path)
+
+    try:
+        result = micronet.score(
+            model, task=FLAGS.task, param_bits=FLAGS.param_bits, mul_bits=FLAGS.mul_bits, add_bits=FLAGS.add_bits
+        )
+    except ValueError as error:  # a layer without a counting rule, or shapes that are not fixed
+        raise app.UsageError(f"cannot score {model_path}: {error}") from None
+    print(result.table())
+    if output is not None:
+        files.write_json(output, {"model_path": str(model_path), **result.to_dict()})
+        print(f"→ {output}")
+
+
+def _load(path: Path):
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types (ValueError, OSError, zipfile errors) for a bad file
+        raise app.UsageError(f"--model {str(path)!r} could not be loaded as a Keras model: {error}") from None
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,4 +1,4 @@
-"""`python scripts/benchmark.py --help`: the program is tfcompress/cli/benchmark.py (also installed as a console command)."""
+"""`python scripts/benchmark.py --help`: the program is tfcompress/cli/benchmark.py."""
 
 from absl import flags
 

@@ -1,4 +1,4 @@
-"""`python scripts/demo.py --help`: the program is tfcompress/cli/demo.py (also installed as a console command)."""
+"""`python scripts/demo.py --help`: the program is tfcompress/cli/demo.py."""
 
 from absl import flags
 

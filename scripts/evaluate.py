@@ -1,4 +1,4 @@
-"""`python scripts/evaluate.py --help`: the program is tfcompress/cli/evaluate.py (also installed as a console command)."""
+"""`python scripts/evaluate.py --help`: the program is tfcompress/cli/evaluate.py."""
 
 from absl import flags
 

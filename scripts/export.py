@@ -1,4 +1,4 @@
-"""`python scripts/export.py --help`: the program is tfcompress/cli/export.py (also installed as a console command)."""
+"""`python scripts/export.py --help`: the program is tfcompress/cli/export.py."""
 
 from absl import flags
 

@@ -1,9 +1,9 @@
-"""`python scripts/train.py --help`: the program is tfcompress/cli/train.py (also installed as a console command)."""
+"""`python scripts/train.py --help`: the program is tfcompress/cli/train.py."""
 
 from absl import flags
 
-from tfcompress.cli import train as program
 from tfcompress.cli import flags as shared_flags
+from tfcompress.cli import train as program
 
 # --help lists the key flags of __main__ only: adopt the program's own and the shared ones.
 flags.adopt_module_key_flags(program)

@@ -33,9 +33,11 @@ from tfcompress import (  # noqa: E402
     data,
     export,
     files,
+    graph,
     latency,
     micronet,
     profile,
+    pruning,
     report,
     runtime,
     surgery,
@@ -45,5 +47,6 @@ from tfcompress import (  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "export", "files", "latency", "micronet", "profile", "report", "runtime", "surgery", "training", "zoo",
+    "data", "export", "files", "graph", "latency", "micronet", "profile", "pruning", "report", "runtime", "surgery",
+    "training", "zoo",
 ]

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.surgery import iter_layers
+
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -80,3 +82,27 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
     loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
     return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(loss))), "examples": int(labels.size)}
+
+
+def recalibrate_batch_norm(model: keras.Model, batches, max_batches: int = 10) -> int:
+    """Re-estimates every BatchNormalization's moving mean and variance as the plain average of the batch
+    statistics over ``batches`` (images, or ``(images, labels)`` tuples), leaving all other weights alone.
+
+    Useful after pruning or any weight surgery, whose effect on activation statistics the stored moving
+    averages do not know about. Returns the number of batches used.
+    """
+    norms = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    used = 0
+    try:
+        for batch in batches:
+            if used >= max_batches:
+                break
+            for layer in norms:  # moving ← k/(k+1)·moving + 1/(k+1)·batch: a running mean of batch statistics
+                layer.momentum = used / (used + 1)
+            model(batch[0] if isinstance(batch, tuple | list) else batch, training=True)
+            used += 1
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    return used

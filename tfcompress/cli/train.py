@@ -91,7 +91,8 @@ def main(argv: list[str]) -> None:
         logging.info("resuming %s after epoch %d", checkpoint_dir, resumed_from_epoch)
     backup = keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
     start = time.time()
-    history = model.fit(train, epochs=FLAGS.epochs, validation_data=test, callbacks=[backup], verbose="auto")
+    history = model.fit(train, epochs=FLAGS.epochs, validation_data=test, callbacks=[backup], verbose="auto",
+                        shuffle=False)  # tf.data shuffles
     train_seconds = time.time() - start
 
     metrics = tfc.training.evaluate(model, test)

@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
             "model", "criterion", "target_macs", "target_params", "ratio", "scope", "finetune_epochs", "lr",
             "train_limit", "seed", "dataset", "output")},
     })
-    finetuned = f", after {FLAGS.finetune_epochs} fine-tune epochs {accuracy_finetuned:.4f}" if accuracy_finetuned else ""
+    finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if accuracy_finetuned else ""
     print(f"accuracy {accuracy_before:.4f} → pruned {accuracy_pruned:.4f}{finetuned}; "
           f"MACs ×{plan.macs_after / plan.macs_before:.3f}, params ×{plan.params_after / plan.params_before:.3f} "
           f"→ {output}")

@@ -23,7 +23,6 @@ import gzip
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging as absl_logging
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # no public v2 API
 
 from tfcompress import files, surgery
 from tfcompress.runtime import TFLITE_IDENTIFIER
@@ -169,9 +169,8 @@ def to_tflite(
     if num_calibration_samples < 1:
         raise ValueError(f"num_calibration_samples must be ≥ 1, got {num_calibration_samples}")
     plain = strip(model)
-    with _quiet_tensorflow_logs(), tempfile.TemporaryDirectory(prefix="tfcompress-export-") as saved_model_dir:
-        plain.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    with _quiet_tensorflow_logs():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_inference_function(plain)], plain)
         optimizations = [tf.lite.Optimize.DEFAULT] if quantization != "float32" else []
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -195,9 +194,37 @@ def to_tflite(
     return flatbuffer
 
 
+def _frozen_inference_function(model: keras.Model) -> Any:
+    """The model's inference call (``training=False``) as a concrete function with weights folded in.
+
+    Converting this is 3× faster on large models than going through ``model.export`` + a SavedModel
+    (DenseNet121: 17 s instead of 56 s here) and gives the same flatbuffer contents; the batch dimension stays
+    dynamic so that evaluation can feed large batches.
+    """
+    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
+    call = tf.function(lambda *inputs: model(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
+    return convert_variables_to_constants_v2(call.get_concrete_function(*specs))
+
+
+def _layers_using_ops(model: keras.Model, op_types: set[str]) -> list[str]:
+    """Names of the layers whose traced call contains one of ``op_types`` (the frozen graph lost the scopes)."""
+    found = []
+    for layer in surgery.iter_layers(model):
+        if isinstance(layer, keras.Model | keras.layers.InputLayer):
+            continue
+        try:
+            spec = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), layer.input)
+            graph = tf.function(lambda x, layer=layer: layer(x, training=False)).get_concrete_function(spec).graph
+        except Exception:  # a layer that cannot be traced alone (several call sites, odd inputs)
+            continue
+        if any(op.type in op_types for op in graph.get_operations()):
+            found.append(layer.name)
+    return found
+
+
 @contextlib.contextmanager
 def _quiet_tensorflow_logs() -> Iterator[None]:
-    """SavedModel export logs a dozen INFO lines per model (assets, fingerprints); keep warnings only."""
+    """Tracing and conversion log INFO lines per model; keep warnings only."""
     logger = logging.getLogger("tensorflow")
     level, verbosity = logger.level, absl_logging.get_verbosity()
     logger.setLevel(max(level, logging.WARNING))
@@ -211,18 +238,14 @@ def _quiet_tensorflow_logs() -> Iterator[None]:
 
 def _explain_conversion_error(model: keras.Model, error: Exception) -> str:
     message = str(error)
-    # The converter names ops by their TF scope "model/<layer name>[_N]/op", N added by tf.function tracing.
-    mentioned = [
-        layer.name for layer in surgery.iter_layers(model)
-        if re.search(rf"/{re.escape(layer.name)}(?:_\d+)?/", message)
-    ]
-    ops = sorted(set(re.findall(r"'(tf\.\w+)'", message)))
+    ops = sorted(set(re.findall(r"'tf\.(\w+)'", message)))
+    mentioned = _layers_using_ops(model, set(ops)) if ops else []
     where = f"layer(s) {', '.join(repr(n) for n in mentioned)}" if mentioned else "a layer it did not name"
     hint = (
         "replace or remove that layer (use standard Keras layers, or register a strip rule with "
         "tfcompress.export.register_strip for a training-only layer)"
     )
-    unsupported = f" unsupported op(s) {', '.join(ops)};" if ops else ""
+    unsupported = f" unsupported op(s) {', '.join('tf.' + op for op in ops)};" if ops else ""
     return f"TFLite conversion failed in {where}:{unsupported} {hint}. Converter said: {message[:1500]}"
 
 

@@ -63,6 +63,29 @@ def replace_layers(
 # ------------------------------------------------------------------------------------------- channel surgery
 
 
+class _LayerCopies:
+    """One new layer per original layer (``make(call)``), given its weights (``weights(layer)``) right after
+    its first call has built it; later calls of a shared layer reuse the copy."""
+
+    def __init__(self, make: Callable[[Any], keras.layers.Layer], weights: Callable[[Any], list[np.ndarray]]):
+        self._make, self._weights = make, weights
+        self._copies: dict[int, keras.layers.Layer] = {}
+
+    def __call__(self, call: Any, args: tuple, kwargs: dict) -> Any:
+        key = id(call.layer)
+        first = key not in self._copies
+        if first:
+            self._copies[key] = self._make(call)
+        outputs = self._copies[key](*args, **kwargs)
+        if first and call.layer.weights:
+            self._copies[key].set_weights(self._weights(call.layer))
+        return outputs
+
+
+def _same_config(call: Any) -> keras.layers.Layer:
+    return type(call.layer).from_config(call.layer.get_config())
+
+
 def _group_masks_from_channel_masks(graph, masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Folds the vectors of the model's ChannelMask layers into per-group keep-masks."""
     from tfcompress.pruning.channel_mask import ChannelMask
@@ -113,17 +136,13 @@ def shrink(
     if keep:
         group_masks.update(graph.masks_from_keep(keep))
     group_masks = graph.check_masks(_group_masks_from_channel_masks(graph, group_masks))
-    rebuilt: dict[int, keras.layers.Layer] = {}
 
     def new_layer(call) -> keras.layers.Layer:
-        layer = call.layer
-        handler = handler_for(layer)
-        config = layer.get_config()
-        if handler is not None and handler.resize is not None:
-            kept = int(graph.layout(call.outputs[0]).mask(group_masks).sum())
-            if kept != call.outputs[0].shape[-1]:
-                config = handler.resize(config, kept)
-        return type(layer).from_config(config)
+        handler = handler_for(call.layer)
+        kept = int(graph.layout(call.outputs[0]).mask(group_masks).sum())
+        if handler is None or handler.resize is None or kept == call.outputs[0].shape[-1]:
+            return _same_config(call)
+        return type(call.layer).from_config(handler.resize(call.layer.get_config(), kept))
 
     def sliced_weights(layer: keras.layers.Layer) -> list[np.ndarray]:
         weights = []
@@ -137,17 +156,10 @@ def shrink(
             weights.append(value)
         return weights
 
+    copies = _LayerCopies(new_layer, sliced_weights)
+
     def call_fn(call, args, kwargs):
-        if isinstance(call.layer, ChannelMask):
-            return args[0]
-        key = id(call.layer)
-        first = key not in rebuilt
-        if first:
-            rebuilt[key] = new_layer(call)
-        outputs = rebuilt[key](*args, **kwargs)
-        if first and call.layer.weights:
-            rebuilt[key].set_weights(sliced_weights(call.layer))
-        return outputs
+        return args[0] if isinstance(call.layer, ChannelMask) else copies(call, args, kwargs)
 
     return graph.walk.rebuild(call_fn)
 
@@ -165,7 +177,7 @@ def insert_channel_masks(model: keras.Model, masks: dict[int, np.ndarray] | None
     graph = graph or ChannelGraph(model)
     group_masks = graph.check_masks(masks or {})
     masked_tensors: dict[int, Any] = {}
-    copies: dict[int, keras.layers.Layer] = {}
+    copies = _LayerCopies(_same_config, lambda layer: layer.get_weights())
 
     def mask_of(old_tensor, new_tensor):
         key = id(graph.walk.canonical(old_tensor))
@@ -179,14 +191,7 @@ def insert_channel_masks(model: keras.Model, masks: dict[int, np.ndarray] | None
         handler = handler_for(call.layer)
         if handler is not None and handler.kernels and not isinstance(call.layer, ChannelMask):
             args = (mask_of(call.inputs[0], args[0]), *args[1:])
-        key = id(call.layer)
-        first = key not in copies
-        if first:
-            copies[key] = type(call.layer).from_config(call.layer.get_config())
-        outputs = copies[key](*args, **kwargs)
-        if first and call.layer.weights:
-            copies[key].set_weights(call.layer.get_weights())
-        return outputs
+        return copies(call, args, kwargs)
 
     return graph.walk.rebuild(call_fn)
 

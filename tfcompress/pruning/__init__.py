@@ -7,9 +7,10 @@ of a :class:`tfcompress.graph.ChannelGraph`, ``channels`` plans to a target and 
 magnitude baselines, gradual pruning callback).
 """
 
+from tfcompress.pruning import magnitude, masks, snip  # masks registers WeightMask for .keras loading
 from tfcompress.pruning.channel_mask import ChannelMask
 from tfcompress.pruning.channels import PruningPlan, plan_channels, prune_channels
 from tfcompress.pruning.criteria import CRITERIA, get_criterion, register_criterion
 
-__all__ = ["CRITERIA", "ChannelMask", "PruningPlan", "get_criterion", "plan_channels", "prune_channels",
-           "register_criterion"]
+__all__ = ["CRITERIA", "ChannelMask", "PruningPlan", "get_criterion", "magnitude", "masks", "plan_channels",
+           "prune_channels", "register_criterion", "snip"]

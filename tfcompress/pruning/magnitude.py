@@ -1,0 +1,146 @@
+"""Baselines for SNIP: random pruning, one-shot magnitude pruning, and gradual magnitude pruning in training.
+
+* :func:`random_masks` — the same sparsity with uniformly random connections kept, globally or per layer
+  (the control of Lee et al. 2019, and of every pruning-at-initialization paper since).
+* :func:`magnitude_masks` — keep the largest |w| of a trained model, once (Han et al., "Learning both Weights
+  and Connections for Efficient Neural Networks", NeurIPS 2015), globally or per layer.
+* :class:`GradualMagnitudePruning` — a ``model.fit`` callback that raises the sparsity of a masked model along
+  :class:`PolynomialDecay` (Zhu & Gupta, "To prune, or not to prune", 2017), pruning each layer to the
+  scheduled sparsity by magnitude — the same schedule and step semantics as tfmot's
+  ``PolynomialDecay`` / ``prune_low_magnitude``, without tfmot.
+
+All return or maintain masks in the :mod:`tfcompress.pruning.masks` format; apply them with
+:func:`tfcompress.pruning.masks.apply_masks`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress import surgery
+from tfcompress.pruning import masks as masks_lib
+
+
+def random_masks(
+    model: keras.Model, sparsity: float, *, scope: str = "layer", prune_biases: bool = False, seed: int | None = 0,
+    allow_empty_layers: bool = False,
+) -> masks_lib.Masks:
+    """Masks keeping a uniformly random set of weights: round(N_l·(1 − sparsity)) in each layer
+    (``scope="layer"``) or round(N·(1 − sparsity)) anywhere in the model (``scope="global"``)."""
+    rng = np.random.default_rng(seed)
+    scores = {name: {w: rng.random(v.shape) for w, v in per.items()}
+              for name, per in masks_lib.prunable_weights(model, prune_biases).items()}
+    return masks_lib.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
+
+
+def magnitude_masks(
+    model: keras.Model, sparsity: float, *, scope: str = "global", prune_biases: bool = False,
+    allow_empty_layers: bool = False,
+) -> masks_lib.Masks:
+    """Masks keeping the largest-magnitude weights of ``model`` (masked weights count as 0), globally or per layer."""
+    current = masks_lib.get_masks(model)
+    scores = {
+        name: {w: np.abs(np.asarray(v.numpy())) * current.get(name, {}).get(w, 1) for w, v in per.items()}
+        for name, per in masks_lib.prunable_weights(model, prune_biases).items()
+    }
+    return masks_lib.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
+
+
+def prune_magnitude(model: keras.Model, sparsity: float, **kwargs: Any) -> keras.Model:
+    """One-shot magnitude pruning: a masked copy of (trained) ``model`` keeping its largest weights; fine-tune it
+    with ``fit`` (the masks hold). Keyword arguments go to :func:`magnitude_masks`."""
+    return masks_lib.apply_masks(model, magnitude_masks(model, sparsity, **kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class PolynomialDecay:
+    """Sparsity schedule s(t) = s_f + (s_i − s_f)·(1 − p)^power, p = clip((t − begin_step)/(end_step − begin_step),
+    0, 1), applied at steps t in [begin_step, end_step] with (t − begin_step) mod frequency = 0.
+
+    The semantics of tfmot's ``PolynomialDecay`` (defaults power 3, frequency 100); t is the optimizer's
+    iteration count before the batch.
+    """
+
+    initial_sparsity: float
+    final_sparsity: float
+    begin_step: int
+    end_step: int
+    power: float = 3.0
+    frequency: int = 100
+
+    def __post_init__(self) -> None:
+        masks_lib.check_sparsity(self.initial_sparsity, "initial_sparsity")
+        masks_lib.check_sparsity(self.final_sparsity, "final_sparsity")
+        if self.begin_step < 0:
+            raise ValueError(f"begin_step must be ≥ 0, got {self.begin_step}")
+        if self.end_step <= self.begin_step:
+            raise ValueError(f"end_step must be > begin_step ({self.begin_step}), got {self.end_step}")
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be ≥ 1, got {self.frequency}")
+
+    def should_prune(self, step: int) -> bool:
+        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+
+    def sparsity(self, step: int) -> float:
+        p = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - p) ** self.power
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        """(prune at this step?, sparsity), like tfmot's schedule."""
+        return self.should_prune(step), self.sparsity(step)
+
+
+class GradualMagnitudePruning(keras.callbacks.Callback):
+    """Prunes a masked model by magnitude during ``fit``, following a :class:`PolynomialDecay` schedule.
+
+    At each training step t the schedule selects, each prunable layer is pruned to s(t) by magnitude (per layer,
+    as tfmot does; ``scope="global"`` ranks all layers together). Weights pruned earlier stay pruned (they are
+    0), and the masks' constraint keeps them at 0 despite the optimizer's momentum.
+
+    The model must hold :class:`~tfcompress.pruning.masks.WeightMask` layers: build it with
+    ``tfcompress.pruning.masks.wrap(model)`` before compiling.
+
+    Args:
+        schedule: when and how much to prune.
+        scope: "layer" (default, tfmot's behaviour) or "global".
+        allow_empty_layers: accept a sparsity that removes every connection of a layer.
+    """
+
+    def __init__(self, schedule: PolynomialDecay, scope: str = "layer", allow_empty_layers: bool = False) -> None:
+        super().__init__()
+        if scope not in masks_lib.SCOPES:
+            raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}")
+        self.schedule = schedule
+        self.scope = scope
+        self.allow_empty_layers = allow_empty_layers
+        self.history: list[tuple[int, float]] = []  # (step, sparsity) at each pruning step
+
+    def _wrappers(self) -> list[masks_lib.WeightMask]:
+        return [layer for layer in surgery.iter_layers(self.model) if isinstance(layer, masks_lib.WeightMask)]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self._wrappers():
+            raise ValueError(
+                f"GradualMagnitudePruning needs WeightMask layers in model {self.model.name!r}: wrap it with "
+                "tfcompress.pruning.masks.wrap(model) before compile()"
+            )
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        prune, sparsity = self.schedule(step)
+        if not prune:
+            return
+        wrappers = self._wrappers()
+        scores = {}
+        for layer in wrappers:
+            current = layer.get_masks()
+            scores[layer.name] = {w: np.abs(np.asarray(layer.target(w).numpy())) * current[w] for w in current}
+        new_masks = masks_lib.masks_from_scores(scores, sparsity, scope=self.scope,
+                                                allow_empty_layers=self.allow_empty_layers)
+        for layer in wrappers:
+            layer.set_masks(new_masks[layer.name])
+        self.history.append((step, sparsity))

@@ -72,7 +72,7 @@ def add_ratios(rows: list[dict[str, Any]], baseline: str, columns: Sequence[str]
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """A markdown table of ``rows`` with ``(key, header)`` columns; floats < 1 as percentages of accuracy."""
+    """A markdown table of ``rows`` with ``(key, header)`` columns; accuracies as percentages."""
     lines = ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_format(key, row.get(key)) for key, _ in columns) + " |")
@@ -82,7 +82,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]
 def _format(key: str, value: Any) -> str:
     if value is None:
         return "–"
-    if key.endswith("accuracy"):
+    if "accuracy" in key:
         return f"{100 * value:.2f} %"
     if key.endswith("_ratio"):
         return f"{value:.2f}×"

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers for the two cores; PYTEST_ARGS= runs serially
 
 .PHONY: demo test lint data venv clean
 

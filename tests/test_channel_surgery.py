@@ -111,3 +111,14 @@ def test_masked_model_round_trips_and_shrinks_the_same(tmp_path):
     # masks can be changed in place; all-ones masks give back the dense model's outputs
     surgery.set_channel_masks(masked, {})
     assert relative_diff(model(x[:4]), masked(x[:4])) <= 1e-5
+
+
+def test_replace_layers_copies_kept_layers_unless_asked_to_share():
+    model = zoo.lenet_300_100()
+    replaced = surgery.replace_layers(model, lambda layer: None)
+    x = RNG.normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(replaced(x), model(x), atol=1e-6)
+    replaced.get_layer("fc1").kernel.assign(np.zeros((784, 300), "float32"))
+    assert np.abs(model.get_layer("fc1").kernel.numpy()).sum() > 0  # the original is untouched
+    shared = surgery.replace_layers(model, lambda layer: None, share_weights=True)
+    assert shared.get_layer("fc1") is model.get_layer("fc1")

@@ -87,7 +87,8 @@ def _strip_rule(layer: keras.layers.Layer) -> Callable[..., Any] | None:
 def strip(model: keras.Model) -> keras.Model:
     """Returns ``model`` with every registered training-only layer replaced by plain Keras layers.
 
-    A model with nothing to strip is returned as it is. Layers that are kept are shared with ``model``.
+    A model with nothing to strip is returned as it is. Layers that are kept are shared with ``model`` (the
+    result is meant for conversion, not for training).
     """
     if not any(_strip_rule(layer) for layer in surgery.iter_layers(model)):
         return model
@@ -96,7 +97,7 @@ def strip(model: keras.Model) -> keras.Model:
         rule = _strip_rule(layer)
         return None if rule is None else (lambda *args, **kwargs: rule(layer, *args, **kwargs))
 
-    return surgery.replace_layers(model, replacement_for)
+    return surgery.replace_layers(model, replacement_for, share_weights=True)  # a view for conversion only
 
 
 # ------------------------------------------------------------------------------------------------ conversion

@@ -44,20 +44,41 @@ def iter_layers(model: keras.Model):
 
 
 def replace_layers(
-    model: keras.Model, replacement_for: Callable[[keras.layers.Layer], Replacement | None]
+    model: keras.Model,
+    replacement_for: Callable[[keras.layers.Layer], Replacement | None],
+    *,
+    share_weights: bool = False,
 ) -> keras.Model:
     """Returns a copy of ``model`` where each layer for which ``replacement_for(layer)`` gives a callable is
-    replaced by that callable's output; other layers are reused as they are (their weights are shared).
+    replaced by that callable's output (``replacement_for`` always sees the original layers).
 
+    The layers that are kept are copies with the same weights, so training the result leaves ``model`` as it
+    was; ``share_weights=True`` reuses them instead (cheaper, for a throw-away view such as export).
     Nested functional models are rewritten too.
     """
     model = as_functional(model)
+    originals: dict[int, keras.layers.Layer] = {}  # id(copy) → original
+    weights_set: set[int] = set()
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if share_weights:
+            return layer
+        copy = type(layer).from_config(layer.get_config())
+        originals[id(copy)] = layer
+        return copy
 
     def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        replacement = replacement_for(layer)
-        return replacement(*args, **kwargs) if replacement is not None else layer(*args, **kwargs)
+        original = originals.get(id(layer), layer)
+        replacement = replacement_for(original)
+        if replacement is not None:
+            return replacement(*args, **kwargs)
+        outputs = layer(*args, **kwargs)
+        if layer is not original and id(layer) not in weights_set:  # built by its first call
+            layer.set_weights(original.get_weights())
+            weights_set.add(id(layer))
+        return outputs
 
-    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call, recursive=True)
+    return keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
 
 
 # ------------------------------------------------------------------------------------------- channel surgery

@@ -325,7 +325,7 @@ def apply_masks(model: keras.Model, masks: Masks, *, copy: bool = True) -> keras
             wrappers[layer.name] = WeightMask(layer, masked_weights=tuple(masks[layer.name]), name=layer.name)
         return wrappers[layer.name]
 
-    masked = surgery.replace_layers(model, replacement_for)
+    masked = surgery.replace_layers(model, replacement_for, share_weights=True)  # `model` is already a copy if asked
     for layer in surgery.iter_layers(masked):
         if isinstance(layer, WeightMask) and layer.name in masks:
             layer.set_masks(masks[layer.name])

@@ -38,8 +38,10 @@ from tfcompress import (  # noqa: E402
     micronet,
     profile,
     pruning,
+    quantization,
     report,
     runtime,
+    scaling,
     surgery,
     training,
     zoo,
@@ -47,6 +49,6 @@ from tfcompress import (  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "export", "files", "graph", "latency", "micronet", "profile", "pruning", "report", "runtime", "surgery",
-    "training", "zoo",
+    "data", "export", "files", "graph", "latency", "micronet", "profile", "pruning", "quantization", "report",
+    "runtime", "scaling", "surgery", "training", "zoo",
 ]

@@ -32,7 +32,8 @@ flags.register_validator("json", lambda v: v is None or v.endswith(".json"), mes
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tfcompress import files, micronet
+    from tfcompress import files
+    from tfcompress.quantization.scoring import micronet_score
 
     model_path = Path(FLAGS.model).expanduser()
     if not model_path.is_file():
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
     model = _load(model_path)
 
     try:
-        result = micronet.score(
+        result = micronet_score(  # ternary kernels (stripped or not) are counted the EC2T way
             model, task=FLAGS.task, param_bits=FLAGS.param_bits, mul_bits=FLAGS.mul_bits, add_bits=FLAGS.add_bits
         )
     except ValueError as error:  # a layer without a counting rule, or shapes that are not fixed

@@ -1,0 +1,125 @@
+"""Ternarizes a trained model with EC2T, TTQ or entropy-constrained pruning (ECP), and reports what it buys.
+
+    python scripts/ternarize.py --model=models/resnet20_fashion_mnist.keras --method=ec2t --epochs=20 \
+        --retrain_epochs=15 --ini_c_divr=0.3 --lambda_max_divr=0.15 --output=runs/resnet20_ec2t.keras
+
+Every convolution except the stem is ternarized (``--layers`` to choose), trained with Adam (``--lr`` for the
+model and shadow weights, ``--centroid_lr`` for the centroids), then stripped to plain Keras: ``OUTPUT`` (.keras)
+holds Conv2D layers whose kernels have three values and loads without tfcompress. ``OUTPUT.json`` records the
+test accuracy before and after, per-layer sparsity and code entropy, the entropy-coded size and the MicroNet score.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Trained .keras model to ternarize.")
+flags.DEFINE_enum("method", "ec2t", ["ec2t", "ttq", "ecp"],
+                  "ec2t: entropy-constrained ternarization; ttq: Trained Ternary Quantization (fixed threshold); "
+                  "ecp: entropy-constrained pruning (non-zeros keep full precision).")
+flags.DEFINE_integer("epochs", 20, "Quantization epochs (TTQ: training epochs).")
+flags.DEFINE_integer("retrain_epochs", 15, "EC2T/ECP epochs with the assignment frozen (ignored by TTQ).",
+                     lower_bound=0)
+flags.DEFINE_float("ini_c_divr", 0.3, "Initial centroids w_p = |max W|·ini_c_divr, w_n = |min W|·ini_c_divr (> 0).")
+flags.DEFINE_float("lambda_max_divr", 0.15, "Fraction of Λ_max applied (> 0); larger gives sparser layers.")
+flags.DEFINE_float("ttq_threshold", 0.05, "TTQ threshold, a fraction of max|W| in (0, 1).")
+flags.DEFINE_float("lr", 1e-4, "Adam learning rate of the model and the shadow weights.", lower_bound=0.0)
+flags.DEFINE_float("centroid_lr", 1e-5, "Adam learning rate of the centroids.", lower_bound=0.0)
+flags.DEFINE_list("layers", None, "Layers to ternarize (default: every Conv2D except the stem).")
+flags.DEFINE_bool("augment", True, "Random crop (pad 4) and horizontal flip while training.")
+flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
+flags.DEFINE_enum("task", "cifar100", ["cifar100", "imagenet"], "MicroNet reference to score against.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("output", None, "Output .keras path (the stripped ternary model); OUTPUT.json beside it.")
+
+from tfcompress.cli.flags import define_dataset_flags  # noqa: E402
+
+define_dataset_flags()
+flags.mark_flags_as_required(["model", "output"])
+flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
+flags.register_validator("ini_c_divr", lambda v: v > 0, message="--ini_c_divr must be > 0 (reference 0.15–0.5)")
+flags.register_validator("lambda_max_divr", lambda v: v > 0,
+                         message="--lambda_max_divr must be > 0 (reference 0.125–0.175)")
+flags.register_validator("ttq_threshold", lambda v: 0 < v < 1, message="--ttq_threshold must be in (0, 1)")
+flags.register_validator(
+    "epochs", lambda v: v >= 1,
+    message="--epochs must be ≥ 1: the retrain phase (--retrain_epochs) needs quantization epochs before it",
+)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import keras
+    import tensorflow as tf
+
+    from tfcompress import data, export, files, training
+    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress.quantization import ec2t, scoring, ttq
+
+    output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
+    model = export.load_keras_model(FLAGS.model)
+    data.pipeline_options_for(model.input_shape, FLAGS.dataset)  # refuses a dataset that does not fit the model
+    keras.utils.set_random_seed(FLAGS.seed)
+    train = dataset_for_model(model.input_shape, "train", augment=FLAGS.augment, seed=FLAGS.seed,
+                              limit=FLAGS.train_limit)
+    test = dataset_for_model(model.input_shape, "test")
+    float_accuracy = training.evaluate(model, test)["accuracy"]
+
+    start = time.time()
+    if FLAGS.method == "ttq":
+        tern = ttq.ternarize(model, FLAGS.ttq_threshold, FLAGS.layers)
+        history = ttq.train(tern, train, FLAGS.epochs, threshold=FLAGS.ttq_threshold, learning_rate=FLAGS.lr,
+                            centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
+    else:
+        mode = "prune" if FLAGS.method == "ecp" else "ternary"
+        tern = ec2t.ternarize(model, FLAGS.ini_c_divr, FLAGS.layers, mode=mode)
+        history = ec2t.train(tern, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=FLAGS.lambda_max_divr,
+                             learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
+    train_seconds = time.time() - start
+
+    plain = export.strip(tern)
+    accuracy = training.evaluate(plain, test)["accuracy"]
+    codes = scoring.code_report(tern)
+    score = scoring.micronet_score(plain, task=FLAGS.task)
+    float_score = scoring.micronet_score(model, task=FLAGS.task)
+    files.save_model(plain, output)
+
+    print(f"{'layer':<28} {'weights':>9} {'sparsity':>9} {'P(−)':>6} {'P(+)':>6} {'entropy b/w':>11}")
+    for row in codes["layers"]:
+        p_n, _, p_p = row["probabilities"]
+        print(f"{row['name']:<28} {row['numel']:>9,} {row['sparsity']:>9.1%} {p_n:>6.3f} {p_p:>6.3f} "
+              f"{row['entropy_bits_per_weight']:>11.3f}")
+    ratio = codes["model_float32_bits"] / codes["model_entropy_coded_bits"]
+    print(f"ternary layers: sparsity {codes['ternary_sparsity']:.1%}, "
+          f"{codes['ternary_bits_per_weight']:.3f} bits/weight; "
+          f"model kernels entropy-coded {ratio:.1f}× smaller than float32")
+    print(f"MicroNet score ({FLAGS.task}): {score.score:.5f} (float model {float_score.score:.5f}); "
+          f"params {score.total.params / 1e6:.4g} M, ops {score.total.ops / 1e6:.4g} M")
+    print(f"test accuracy {float_accuracy:.4f} → {accuracy:.4f} ({FLAGS.method}) → {output}")
+    files.write_json(output.with_name(output.name + ".json"), {
+        "model": str(FLAGS.model), "method": FLAGS.method, "dataset": FLAGS.dataset,
+        "float_test_accuracy": float_accuracy, "test_accuracy": accuracy,
+        "codes": codes, "micronet": {"score": score.score, "float_score": float_score.score,
+                                     "params": score.total.params, "ops": score.total.ops},
+        "history": history, "train_seconds": round(train_seconds, 1),
+        "flags": {name: FLAGS[name].value for name in _OWN_FLAGS}, "tensorflow": tf.__version__,
+    })
+
+
+_OWN_FLAGS = (
+    "model", "method", "dataset", "epochs", "retrain_epochs", "ini_c_divr", "lambda_max_divr", "ttq_threshold",
+    "lr", "centroid_lr", "layers", "augment", "train_limit", "batch_size", "task", "seed", "output",
+)
+
+
+def run() -> None:
+    from tfcompress.cli import app as cli_app
+
+    cli_app.run(main)
+
+
+if __name__ == "__main__":
+    run()

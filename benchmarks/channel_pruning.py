@@ -4,7 +4,8 @@ short fine-tune, and surgery time on large keras.applications models — in one 
     python benchmarks/channel_pruning.py     # writes benchmarks/results/channel_pruning.{md,json}
 
 Each variant is the reference model pruned to 75 %, 50 % and 25 % of its MACs, uniformly (the same fraction
-of every group) or by global L1 ranking, then fine-tuned for ``--finetune_epochs`` on ``--train_limit``
+of every group) or by global L1 ranking (also with kept channel counts rounded up to multiples of 8), then
+fine-tuned for ``--finetune_epochs`` on ``--train_limit``
 training images (SGD + Nesterov, cosine from ``--lr``). Latency is the median of ``--runs`` batch-1 inferences
 in the LiteRT interpreter, ratios against the unpruned model in the same run.
 """
@@ -22,7 +23,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "models/resnet20_fashion_mnist.keras", "Reference .keras model.")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset of the model.")
 flags.DEFINE_list("targets", ["0.75", "0.5", "0.25"], "Fractions of the original MACs to keep.")
-flags.DEFINE_list("criteria", ["uniform", "l1"], "Criteria to compare.")
+flags.DEFINE_list("criteria", ["uniform", "l1", "l1@8"], "Criteria to compare; CRITERION@N keeps channel counts "
+                  "that are multiples of N.")
 flags.DEFINE_integer("finetune_epochs", 1, "Fine-tune epochs per variant.", lower_bound=0)
 flags.DEFINE_integer("train_limit", 20000, "Training images used for fine-tuning (0: all 60,000).", lower_bound=0)
 flags.DEFINE_float("lr", 0.02, "Fine-tune learning rate.")
@@ -82,15 +84,18 @@ def main(argv: list[str]) -> None:
                   flush=True)
 
         measure("unpruned", model, accuracy_pruned=None)
-        for criterion in FLAGS.criteria:
+        for label in FLAGS.criteria:
+            criterion, _, multiple = label.partition("@")
             for target in (float(t) for t in FLAGS.targets):
-                small, _ = tfc.pruning.prune_channels(model, criterion, target_macs=target)
+                small, _ = tfc.pruning.prune_channels(model, criterion, target_macs=target,
+                                                      channel_multiple=int(multiple or 1))
                 accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
                 if FLAGS.finetune_epochs:
                     steps = FLAGS.finetune_epochs * int(train.cardinality())
                     tfc.training.compile_classifier(small, tfc.training.sgd(FLAGS.lr, steps, "cosine"))
                     small.fit(train, epochs=FLAGS.finetune_epochs, verbose=0, shuffle=False)
-                measure(f"{criterion} → {target:.0%} MACs", small, accuracy_pruned=accuracy_pruned)
+                name = criterion + (f", channels ×{multiple}" if multiple else "")
+                measure(f"{name} → {target:.0%} MACs", small, accuracy_pruned=accuracy_pruned)
     base = rows[0]
     for row in rows:
         row["macs_ratio"] = round(row["macs"] / base["macs"], 3)

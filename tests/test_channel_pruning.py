@@ -83,3 +83,14 @@ def test_prune_script_writes_model_and_kept_channels(tmp_path):
     assert report["accuracy_finetuned"] > report["accuracy_pruned"] - 0.02 and report["accuracy_finetuned"] > 0.8
     refused = run_script("prune", f"--model={source}", "--ratio=0.2", f"--output={source}", check=False)
     assert refused.returncode != 0 and "same file as the input" in refused.stderr
+
+
+def test_channel_multiple_keeps_simd_friendly_counts_and_meets_the_target():
+    model = zoo.resnet_cifar(20, (32, 32, 1), 10)
+    small, plan = prune_channels(model, "l1", target_macs=0.5, channel_multiple=8)
+    for group, after in plan.channels_after.items():
+        if group in plan.masks:
+            assert after % 8 == 0 and after == int(plan.masks[group].sum())
+    assert profile(small).total.macs == plan.macs_after <= 0.5 * plan.macs_before
+    with pytest.raises(ValueError, match="channel_multiple"):
+        prune_channels(model, "l1", ratio=0.2, channel_multiple=0)

@@ -21,6 +21,8 @@ flags.DEFINE_float("target_macs", None, "Keep at most this fraction of the origi
 flags.DEFINE_float("target_params", None, "Keep at most this fraction of the original parameters.")
 flags.DEFINE_float("ratio", None, "Remove this fraction of the prunable channels.")
 flags.DEFINE_enum("scope", None, ["global", "local"], "Rank channels globally or inside each group.")
+flags.DEFINE_integer("channel_multiple", 1, "Round every kept channel count up to a multiple of this (8 suits "
+                     "SIMD kernels such as XNNPACK's).", lower_bound=1)
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (SGD, cosine).", lower_bound=0)
 flags.DEFINE_float("lr", 0.01, "Fine-tuning learning rate.", lower_bound=0.0)
 flags.DEFINE_integer("train_limit", None, "Fine-tune on the first N training examples only.", lower_bound=1)
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> None:
     accuracy_before = tfc.training.evaluate(model, test)["accuracy"]
     small, plan = tfc.pruning.prune_channels(
         model, FLAGS.criterion, ratio=FLAGS.ratio, target_macs=FLAGS.target_macs,
-        target_params=FLAGS.target_params, scope=FLAGS.scope, seed=FLAGS.seed,
+        target_params=FLAGS.target_params, scope=FLAGS.scope, seed=FLAGS.seed, channel_multiple=FLAGS.channel_multiple,
     )
     print(plan.table())
     accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
@@ -69,7 +71,8 @@ def main(argv: list[str]) -> None:
         "accuracy_finetuned": accuracy_finetuned,
         **plan.to_dict(),
         "flags": {name: FLAGS[name].value for name in (
-            "model", "criterion", "target_macs", "target_params", "ratio", "scope", "finetune_epochs", "lr",
+            "model", "criterion", "target_macs", "target_params", "ratio", "scope", "channel_multiple",
+            "finetune_epochs", "lr",
             "train_limit", "seed", "dataset", "output")},
     })
     finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if accuracy_finetuned else ""

@@ -7,7 +7,9 @@ Targets are fractions of the original model: ``ratio`` of channels removed, ``ta
 supplies (NetAdapt passes a latency table). ``scope="global"`` ranks all channels together, with scores
 divided by their group's mean so that groups of different fan-in compare; ``scope="local"`` removes the same
 fraction from every group, ranking inside each group; criterion ``"uniform"`` is ``l1`` with local scope.
-Every group keeps at least ``min_channels``. Fine-tuning afterwards is the user's ``model.fit``.
+Every group keeps at least ``min_channels``; ``channel_multiple=8`` rounds every kept count up to a multiple of 8
+(SIMD kernels such as XNNPACK's process channels in blocks, so 14 channels cost what 16 cost — see
+benchmarks/channel_pruning.md). Fine-tuning afterwards is the user's ``model.fit``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def plan_channels(
     target_cost: float | None = None,
     scope: str = "global",
     min_channels: int = 1,
+    channel_multiple: int = 1,
 ) -> PruningPlan:
     """Turns channel scores into keep-masks that meet exactly one target.
 
@@ -98,6 +101,8 @@ def plan_channels(
         raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
     if min_channels < 1:
         raise ValueError(f"min_channels must be ≥ 1 (an empty group disconnects the network), got {min_channels}")
+    if channel_multiple < 1:
+        raise ValueError(f"channel_multiple must be ≥ 1, got {channel_multiple}")
     if target_cost is not None and cost_fn is None:
         raise ValueError("target_cost needs cost_fn, a function of the per-group channel counts")
     (name, value), = given.items()
@@ -107,18 +112,21 @@ def plan_channels(
         raise ValueError(f"{name} (fraction of the original kept) must be in (0, 1], got {value}")
 
     groups = graph.prunable_groups
-    order = _removal_order(groups, scores, scope)
+    order = _removal_order(groups, scores, scope, min_channels)
     removable = [(g.id, max(0, g.size - min_channels)) for g in groups]
 
     def keep_counts(removed: int) -> dict[int, int]:
         if scope == "local":  # the same fraction `removed / total` from every group
             fraction = removed / max(1, sum(g.size for g in groups))
-            return {g: graph.groups[g].size - min(limit, round(fraction * graph.groups[g].size))
-                    for g, limit in removable}
-        counts = {g.id: g.size for g in groups}
-        for g, _ in order[:removed]:
-            counts[g] -= 1
-        return counts
+            counts = {g: graph.groups[g].size - min(limit, round(fraction * graph.groups[g].size))
+                      for g, limit in removable}
+        else:
+            counts = {g.id: g.size for g in groups}
+            for g, _ in order[:removed]:
+                counts[g] -= 1
+        # rounding up keeps the next-best channels of the group: cost still falls as `removed` grows
+        return {g: min(graph.groups[g].size, -(-count // channel_multiple) * channel_multiple)
+                for g, count in counts.items()}
 
     total = len(order)
     if name == "ratio":
@@ -143,7 +151,7 @@ def plan_channels(
                 low = middle + 1
         removed = low
     counts = keep_counts(removed)
-    masks = _masks_from_counts(graph, scores, counts, order[:removed] if scope == "global" else None)
+    masks = _masks_from_counts(graph, scores, counts, order if scope == "global" else None)
     all_after = {g: counts.get(g, graph.groups[g].size) for g in graph.groups}
     return PruningPlan(
         masks=masks,
@@ -155,7 +163,7 @@ def plan_channels(
     )
 
 
-def _removal_order(groups, scores: Mapping[int, np.ndarray], scope: str) -> list[tuple[int, int]]:
+def _removal_order(groups, scores: Mapping[int, np.ndarray], scope: str, min_channels: int) -> list[tuple[int, int]]:
     """(group, channel) pairs, least important first, never taking a group's last ``min_channels``."""
     entries = []
     for group in groups:
@@ -166,22 +174,25 @@ def _removal_order(groups, scores: Mapping[int, np.ndarray], scope: str) -> list
         normalized = group_scores / mean if scope == "global" and mean > 0 else group_scores
         ranked = np.argsort(normalized, kind="stable")
         entries += [(normalized[c], group.id, int(c), rank) for rank, c in enumerate(ranked)
-                    if rank < group.size - 1]  # the best channel always stays
+                    if rank < group.size - min_channels]  # the best channels always stay
     entries.sort(key=lambda e: (e[0], e[1], e[3]))
     return [(g, c) for _, g, c, _ in entries]
 
 
-def _masks_from_counts(graph, scores, counts, removed_pairs) -> dict[int, np.ndarray]:
+def _masks_from_counts(graph, scores, counts, order) -> dict[int, np.ndarray]:
+    """Keep-masks with ``counts[g]`` channels: the group's first removals in the global ``order``, or (local
+    scope, ``order`` None) its lowest-scored channels."""
     masks = {}
     for g, count in counts.items():
         size = graph.groups[g].size
         if count == size:
             continue
-        mask = np.ones(size, bool)
-        if removed_pairs is not None:
-            mask[[c for group, c in removed_pairs if group == g]] = False
+        if order is not None:
+            removed = [c for group, c in order if group == g][: size - count]
         else:
-            mask[np.argsort(np.asarray(scores[g]), kind="stable")[: size - count]] = False
+            removed = np.argsort(np.asarray(scores[g]), kind="stable")[: size - count]
+        mask = np.ones(size, bool)
+        mask[removed] = False
         masks[g] = mask
     return masks
 
@@ -197,6 +208,7 @@ def prune_channels(
     target_cost: float | None = None,
     scope: str | None = None,
     min_channels: int = 1,
+    channel_multiple: int = 1,
     seed: int = 0,
     graph: ChannelGraph | None = None,
 ) -> tuple[keras.Model, PruningPlan]:
@@ -215,5 +227,5 @@ def prune_channels(
     scores = get_criterion(criterion)(graph, np.random.default_rng(seed))
     plan = plan_channels(graph, scores, ratio=ratio, target_macs=target_macs, target_params=target_params,
                          cost_fn=cost_fn, target_cost=target_cost, scope=scope or "global",
-                         min_channels=min_channels)
+                         min_channels=min_channels, channel_multiple=channel_multiple)
     return surgery.shrink(model, plan.masks, graph=graph), plan

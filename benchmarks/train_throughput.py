@@ -74,7 +74,9 @@ def main(argv: list[str]) -> None:
         "|---|---|---|---|---|",
         *[f"| {r['channels']} | {r['batch_size']} | {r['steps']} | {', '.join(map(str, r['seconds']))} | "
           f"{r['images_per_second']} |" for r in rows],
-        "", "One epoch of Fashion-MNIST (60,000 images) at the best rate takes "
+        "", "Repeats of identical work sometimes differ by ≈ 5.1 s steps (e.g. 5.13 vs 10.26 s) on this shared VM: "
+        "host scheduling, not the code; the median is the number to use.", "",
+        "One epoch of Fashion-MNIST (60,000 images) at the best rate takes "
         f"{60000 / max(r['images_per_second'] for r in rows) / 60:.1f} min on this machine.",
     ]
     files.write_text(out / "train_throughput.md", "\n".join(lines) + "\n")

@@ -184,3 +184,15 @@ def test_export_script_refuses_bad_input_and_writes_nothing(tmp_path):
     process = run_script("export", f"--model={LENET5}", f"--output={LENET5}", check=False)
     assert process.returncode != 0 and "--output must end in .tflite" in process.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+@pytest.mark.parametrize("quantization", ["int8", "dynamic"])
+def test_sparse_quantized_models_run_in_litert(lenet5, quantization):
+    # XNNPACK in ai-edge-litert 2.3 cannot prepare sparse quantized kernels; LiteRT's built-in kernels can.
+    sparse = tfc.pruning.magnitude.prune_magnitude(lenet5, 0.9)
+    flatbuffer = export.to_tflite(sparse, quantization, representative_data=_calibration(lenet5), sparse=True,
+                                  num_calibration_samples=200)
+    model = runtime.TFLiteModel(flatbuffer)
+    assert model.kernels == "builtin"
+    report = runtime.parity(export.strip(sparse), model, _test_split(lenet5), limit=2000)
+    assert report.top1_agreement >= 0.98, report

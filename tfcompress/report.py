@@ -58,6 +58,7 @@ def measure_variant(
     for count in threads:
         result = latency.benchmark(tflite_path, runner=runner, threads=count, runs=runs, warmup=warmup)
         row[f"latency_ms_t{count}"] = round(result.latency_ms, 4)
+        row["kernels"] = result.details.get("kernels")  # "builtin" when XNNPACK could not run the model
     row["tflite"] = str(Path(tflite_path))
     return row
 

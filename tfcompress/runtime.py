@@ -15,7 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
+from absl import logging
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite
 
@@ -34,6 +35,28 @@ def read_tflite(source: bytes | str | os.PathLike) -> bytes:
     return payload
 
 
+def open_interpreter(flatbuffer: bytes, num_threads: int = 1) -> tuple[Interpreter, str]:
+    """A LiteRT interpreter for ``flatbuffer`` with XNNPACK (the default delegate) when it can run the model,
+    else with the built-in kernels only; returns it with ``"xnnpack"`` or ``"builtin"``.
+
+    XNNPACK in ai-edge-litert 2.3 fails to prepare sparse-encoded *quantized* kernels ("failed to delegate
+    FULLY_CONNECTED node"), which the built-in kernels run; one probe invocation decides.
+    """
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
+    try:
+        interpreter.allocate_tensors()
+        interpreter.invoke()  # on zeros: a delegate that cannot prepare a node fails here
+        return interpreter, "xnnpack"
+    except RuntimeError as error:
+        if "delegate" not in str(error).lower():
+            raise
+        logging.warning("XNNPACK cannot run this model (%s); using LiteRT's built-in kernels", str(error)[:120])
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return interpreter, "builtin"
+
+
 class TFLiteModel:
     """A ``.tflite`` model in a LiteRT interpreter, called like a Keras model on float numpy batches.
 
@@ -45,7 +68,7 @@ class TFLiteModel:
 
     def __init__(self, source: bytes | str | os.PathLike, num_threads: int = 1, batch_size: int = 256):
         self.flatbuffer = read_tflite(source)
-        self.interpreter = Interpreter(model_content=self.flatbuffer, num_threads=num_threads)
+        self.interpreter, self.kernels = open_interpreter(self.flatbuffer, num_threads)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"expected a model with one input and one output, got {len(inputs)} and {len(outputs)}")

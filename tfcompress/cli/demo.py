@@ -2,10 +2,10 @@
 
     python scripts/demo.py            # reference LeNet-5 on Fashion-MNIST; table in runs/demo/summary.md
 
-Variants: the float32 model (before), int8 post-training quantization, and L1 channel pruning to half the
-MACs with a short fine-tune, then int8. Each technique adds its variant to ``variants()``: a label, a
-function giving the Keras model, and the export mode; every variant is measured the same way
-(tfcompress.report).
+Variants: the float32 model (before), int8 post-training quantization, L1 channel pruning to half the MACs,
+one-shot magnitude pruning to 90 % sparsity, and EC2T ternarization of conv2 and fc1 — each with one short
+epoch of training, then int8. Each technique adds its variant to ``variants()``: a label, a function giving
+the Keras model, and the export options; every variant is measured the same way (tfcompress.report).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ flags.DEFINE_integer("finetune_limit", 20000, "Training images for the pruned mo
 
 COLUMNS = [
     ("variant", "variant"), ("keras_accuracy", "Keras acc."), ("litert_accuracy", "LiteRT acc."),
-    ("params", "params"), ("macs", "MACs"), ("tflite_bytes", ".tflite bytes"), ("gzip_bytes", "gzip bytes"),
-    ("tflite_bytes_ratio", "size ×"), ("latency_ms_t1", "latency ms (1 thread)"), ("latency_ms_t1_ratio", "speed-up"),
+    ("params", "params"), ("nonzero_params", "non-zero"), ("macs", "MACs"), ("tflite_bytes", ".tflite bytes"),
+    ("gzip_bytes", "gzip bytes"),
+    ("gzip_bytes_ratio", "gzip size ×"), ("latency_ms_t1", "latency ms (1 thread)"),
+    ("latency_ms_t1_ratio", "speed-up"), ("kernels", "LiteRT kernels"),
 ]
 
 
@@ -49,20 +51,21 @@ def main(argv: list[str]) -> None:
     keras_accuracy = tfc.training.evaluate(model, test)["accuracy"]
 
     rows = []
-    for step, (label, build, quantization) in enumerate(variants(model, options), start=2):
-        print(f"{step}/{len(variants(model, options)) + 1} {label}: build, export {quantization}, measure in LiteRT")
+    for step, (label, build, export_options) in enumerate(variants(model, options), start=2):
+        print(f"{step}/{len(variants(model, options)) + 1} {label}: build, export, measure in LiteRT")
         variant_model = build()
-        flatbuffer = export.to_tflite(variant_model, quantization, representative_data=calibration,
-                                      num_calibration_samples=FLAGS.num_calibration)
+        flatbuffer = export.to_tflite(variant_model, representative_data=calibration,
+                                      num_calibration_samples=FLAGS.num_calibration, **export_options)
         rows.append(report.measure_variant(
-            label, variant_model, flatbuffer, test, out / f"{Path(FLAGS.model).stem}_{step - 1}_{quantization}.tflite",
+            label, variant_model, flatbuffer, test, out / f"{Path(FLAGS.model).stem}_{step - 1}.tflite",
             runs=FLAGS.runs, keras_accuracy=keras_accuracy if variant_model is model else None,
         ))
-    report.add_ratios(rows, rows[0]["variant"], ["tflite_bytes", "latency_ms_t1"])
+    report.add_ratios(rows, rows[0]["variant"], ["gzip_bytes", "latency_ms_t1"])
     table = report.markdown_table(rows, COLUMNS)
     host = tfc.latency.describe_host()
     summary = (f"# tfcompress demo: {FLAGS.model} on {FLAGS.dataset}\n\n{table}\n\n"
-               f"Latency: LiteRT interpreter (XNNPACK), median of {FLAGS.runs} runs, batch 1, on {host['cpu']}. "
+               f"Latency: LiteRT interpreter, median of {FLAGS.runs} runs, batch 1, on {host['cpu']}; XNNPACK "
+               "kernels unless it cannot run the model (sparse quantized kernels run on LiteRT's built-in ones). "
                f"Total time {time.time() - start:.0f} s.\n")
     files.write_text(out / "summary.md", summary)
     files.write_json(out / "summary.json", {"model": FLAGS.model, "dataset": FLAGS.dataset, "rows": rows,
@@ -70,22 +73,34 @@ def main(argv: list[str]) -> None:
     print("\n" + summary)
 
 
-def variants(model, options: dict) -> list[tuple[str, Callable[[], Any], str]]:
-    """(label, Keras model builder, export mode) of every variant the demo measures."""
+def variants(model, options: dict) -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
+    """(label, Keras model builder, ``export.to_tflite`` options) of every variant the demo measures."""
     import tfcompress as tfc
 
-    def channel_pruned():
-        small, _ = tfc.pruning.prune_channels(model, "l1", target_macs=0.5)
-        train = tfc.data.load(FLAGS.dataset, "train", batch_size=128, augment=True, limit=FLAGS.finetune_limit,
-                              data_dir=FLAGS.data_dir, **options)
-        tfc.training.compile_classifier(small, tfc.training.sgd(0.01, int(train.cardinality()), "cosine"))
-        small.fit(train, epochs=1, verbose=0, shuffle=False)
-        return small
+    def finetune_train():
+        return tfc.data.load(FLAGS.dataset, "train", batch_size=128, augment=True, limit=FLAGS.finetune_limit,
+                             data_dir=FLAGS.data_dir, **options)
+
+    def finetuned(compressed):
+        train = finetune_train()
+        tfc.training.compile_classifier(compressed, tfc.training.sgd(0.01, int(train.cardinality()), "cosine"))
+        compressed.fit(train, epochs=1, verbose=0, shuffle=False)
+        return compressed
+
+    def ec2t_ternary():
+        ternary = tfc.quantization.ec2t.ternarize(model, ini_c_divr=0.3, layers=["conv2", "fc1"])
+        tfc.quantization.ec2t.train(ternary, finetune_train(), epochs=1, lambda_max_divr=0.15, verbose=0)
+        return ternary
 
     return [
-        ("float32 (before)", lambda: model, "float32"),
-        ("int8 PTQ", lambda: model, "int8"),
-        ("L1 channels → 50 % MACs, fine-tuned 1 epoch, int8", channel_pruned, "int8"),
+        ("float32 (before)", lambda: model, {"quantization": "float32"}),
+        ("int8 PTQ", lambda: model, {"quantization": "int8"}),
+        ("L1 channels → 50 % MACs, fine-tuned 1 epoch, int8",
+         lambda: finetuned(tfc.pruning.prune_channels(model, "l1", target_macs=0.5)[0]), {"quantization": "int8"}),
+        ("magnitude 90 % sparse, fine-tuned 1 epoch, int8 sparse",
+         lambda: finetuned(tfc.pruning.magnitude.prune_magnitude(model, 0.9)),
+         {"quantization": "int8", "sparse": True}),
+        ("EC2T ternary conv2 + fc1, 1 epoch, int8", ec2t_ternary, {"quantization": "int8"}),
     ]
 
 

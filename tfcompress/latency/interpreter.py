@@ -28,11 +28,10 @@ def run_interpreter(
     Raises:
         BenchmarkError: LiteRT cannot load, allocate or run the model (e.g. a truncated file, an op it lacks).
     """
-    from ai_edge_litert.interpreter import Interpreter  # imported here: only this runner needs it
+    from tfcompress.runtime import open_interpreter  # imported here: only this runner needs LiteRT
 
     try:
-        interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-        interpreter.allocate_tensors()
+        interpreter, kernels = open_interpreter(Path(model_path).read_bytes(), threads)
     except (ValueError, RuntimeError) as error:
         raise BenchmarkError(f"LiteRT cannot load {model_path}: {error}") from error
 
@@ -65,6 +64,7 @@ def run_interpreter(
                 for d in inputs
             ],
             "seed": seed,
+            "kernels": kernels,  # "xnnpack", or "builtin" when XNNPACK cannot run the model
         },
     )
 

@@ -34,6 +34,7 @@ from absl import logging as absl_logging
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # no public v2 API
 
 from tfcompress import files, surgery
+from tfcompress.profile import kernel_weights
 from tfcompress.runtime import TFLITE_IDENTIFIER
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -288,12 +289,12 @@ def entropy_bits(values: np.ndarray) -> float:
 
 
 def kernels(model: keras.Model) -> Iterable[tuple[str, np.ndarray]]:
-    """(layer name, kernel) for every layer with a ``kernel`` or ``depthwise_kernel`` weight."""
+    """(layer name, kernel) for every kernel of every layer, kernels as :func:`profile.kernel_weights` defines
+    them (nested models are walked through their own layers, so nothing is counted twice)."""
     for layer in surgery.iter_layers(model):
-        for attribute in ("kernel", "depthwise_kernel", "pointwise_kernel"):
-            weight = getattr(layer, attribute, None)
-            if weight is not None and hasattr(weight, "numpy"):
-                yield f"{layer.name}/{attribute}", np.asarray(weight.numpy())
+        if not isinstance(layer, keras.Model):
+            for kernel in kernel_weights(layer):
+                yield layer.name, kernel
 
 
 def size_report(flatbuffer: bytes | str | os.PathLike, model: keras.Model | None = None) -> SizeReport:

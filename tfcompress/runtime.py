@@ -18,7 +18,8 @@ import tensorflow as tf
 from absl import logging
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8 of every .tflite
+# A TFLite model is a FlatBuffer whose file identifier (bytes 4..8) is "TFL3" (schema.fbs: file_identifier).
+TFLITE_IDENTIFIER = b"TFL3"
 
 
 def read_tflite(source: bytes | str | os.PathLike) -> bytes:

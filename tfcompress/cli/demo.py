@@ -47,12 +47,13 @@ def main(argv: list[str]) -> None:
     options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
     test = tfc.data.load(FLAGS.dataset, "test", batch_size=500, data_dir=FLAGS.data_dir, **options)
     calibration = tfc.data.load(FLAGS.dataset, "train", batch_size=100, data_dir=FLAGS.data_dir, seed=0, **options)
-    print(f"1/{len(variants(model, options)) + 1} evaluating {FLAGS.model} in Keras on {FLAGS.dataset} test")
+    measured = variants(model, options)
+    print(f"1/{len(measured) + 1} evaluating {FLAGS.model} in Keras on {FLAGS.dataset} test")
     keras_accuracy = tfc.training.evaluate(model, test)["accuracy"]
 
     rows = []
-    for step, (label, build, export_options) in enumerate(variants(model, options), start=2):
-        print(f"{step}/{len(variants(model, options)) + 1} {label}: build, export, measure in LiteRT")
+    for step, (label, build, export_options) in enumerate(measured, start=2):
+        print(f"{step}/{len(measured) + 1} {label}: build, export, measure in LiteRT")
         variant_model = build()
         flatbuffer = export.to_tflite(variant_model, representative_data=calibration,
                                       num_calibration_samples=FLAGS.num_calibration, **export_options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# A TFLite model is a FlatBuffer whose file identifier (bytes 4..8) is "TFL3" (schema.fbs: file_identifier).
-TFLITE_IDENTIFIER = b"TFL3"
+from tfcompress.runtime import TFLITE_IDENTIFIER
+
 BINARY_ENV_VAR = "TFCOMPRESS_BENCHMARK_MODEL"
 
 

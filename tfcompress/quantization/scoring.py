@@ -107,8 +107,7 @@ def code_report(model: keras.Model) -> dict[str, Any]:
     rows = [layer_codes(layer) for layer in ternary.ternary_layers(model)]
     ternary_names = {row.name for row in rows}
     other_weights = sum(
-        kernel.size for name, kernel in export.kernels(model)
-        if name.split("/")[0] not in ternary_names
+        kernel.size for name, kernel in export.kernels(model) if name not in ternary_names
     )
     ternary_numel = sum(r.numel for r in rows)
     ternary_coded = sum(r.entropy_coded_bits for r in rows)

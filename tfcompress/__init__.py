@@ -34,6 +34,7 @@ from tfcompress import (  # noqa: E402
     export,
     files,
     graph,
+    keras_graph,
     latency,
     micronet,
     profile,
@@ -42,13 +43,13 @@ from tfcompress import (  # noqa: E402
     report,
     runtime,
     scaling,
-    surgery,
+    specs,
     training,
     zoo,
 )
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "export", "files", "graph", "latency", "micronet", "profile", "pruning", "quantization", "report",
-    "runtime", "scaling", "surgery", "training", "zoo",
+    "data", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile", "pruning", "quantization",
+    "report", "runtime", "scaling", "specs", "training", "zoo",
 ]

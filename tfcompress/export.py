@@ -1,8 +1,9 @@
 """Strip training-only layers, convert to TFLite with post-training quantization, and report sizes.
 
 Every compressed model leaves tfcompress through here: :func:`strip` turns tfcompress training layers (masks,
-ternary and factorized layers, registered by their modules with :func:`register_strip`) into plain Keras
-layers, then :func:`to_tflite` converts with ``tf.lite.TFLiteConverter``:
+ternary and factorized layers: the ``strip`` rule of their spec, :mod:`tfcompress.specs`) and inference no-ops
+(dropout, noise, augmentation) into plain Keras layers, then :func:`to_tflite` converts with
+``tf.lite.TFLiteConverter``:
 
 ================  =====================================================================================
 ``float32``       no quantization
@@ -33,72 +34,37 @@ import tensorflow as tf
 from absl import logging as absl_logging
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # no public v2 API
 
-from tfcompress import files, surgery
+from tfcompress import files, specs
+from tfcompress.keras_graph import iter_layers, replace_layers
 from tfcompress.profile import kernel_weights
 from tfcompress.runtime import TFLITE_IDENTIFIER
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-
-# layer class → function(layer, *call_args, **call_kwargs) returning the plain-Keras output tensor(s)
-_STRIP_RULES: dict[type, Callable[..., Any]] = {}
 
 
 class ConversionError(RuntimeError):
     """The TFLite converter failed; the message names the layers involved when it can."""
 
 
-def register_strip(layer_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: registers how a training-only layer class becomes plain Keras layers at export.
-
-    The function receives the layer and the arguments it was called with, and returns the output tensor(s)
-    of its plain replacement (its input unchanged to drop the layer)::
-
-        @register_strip(ChannelMask)
-        def _(layer, inputs):
-            return inputs * layer.mask   # or build plain layers and call them
-    """
-
-    def register(rule: Callable[..., Any]) -> Callable[..., Any]:
-        _STRIP_RULES[layer_class] = rule
-        return rule
-
-    return register
-
-
-def _identity(layer: keras.layers.Layer, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-    return inputs
-
-
-# Layers that do nothing at inference: dropping them keeps exported graphs and later surgery simple.
-for _inference_noop in (
-    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout, keras.layers.ActivityRegularization,
-):
-    register_strip(_inference_noop)(_identity)
-
-
 def _strip_rule(layer: keras.layers.Layer) -> Callable[..., Any] | None:
-    for cls in type(layer).__mro__:  # subclasses of a registered class are stripped the same way
-        if cls in _STRIP_RULES:
-            return _STRIP_RULES[cls]
-    return None
+    spec = specs.spec_for(layer)
+    return spec.strip if spec is not None else None
 
 
 def strip(model: keras.Model) -> keras.Model:
-    """Returns ``model`` with every registered training-only layer replaced by plain Keras layers.
+    """Returns ``model`` with every layer whose spec has a strip rule replaced by plain Keras layers.
 
     A model with nothing to strip is returned as it is. Layers that are kept are shared with ``model`` (the
     result is meant for conversion, not for training).
     """
-    if not any(_strip_rule(layer) for layer in surgery.iter_layers(model)):
+    if not any(_strip_rule(layer) for layer in iter_layers(model)):
         return model
 
     def replacement_for(layer: keras.layers.Layer) -> Callable[..., Any] | None:
         rule = _strip_rule(layer)
         return None if rule is None else (lambda *args, **kwargs: rule(layer, *args, **kwargs))
 
-    return surgery.replace_layers(model, replacement_for, share_weights=True)  # a view for conversion only
+    return replace_layers(model, replacement_for, share_weights=True)  # a view for conversion only
 
 
 # ------------------------------------------------------------------------------------------------ conversion
@@ -211,7 +177,7 @@ def _frozen_inference_function(model: keras.Model) -> Any:
 def _layers_using_ops(model: keras.Model, op_types: set[str]) -> list[str]:
     """Names of the layers whose traced call contains one of ``op_types`` (the frozen graph lost the scopes)."""
     found = []
-    for layer in surgery.iter_layers(model):
+    for layer in iter_layers(model):
         if isinstance(layer, keras.Model | keras.layers.InputLayer):
             continue
         try:
@@ -244,8 +210,8 @@ def _explain_conversion_error(model: keras.Model, error: Exception) -> str:
     mentioned = _layers_using_ops(model, set(ops)) if ops else []
     where = f"layer(s) {', '.join(repr(n) for n in mentioned)}" if mentioned else "a layer it did not name"
     hint = (
-        "replace or remove that layer (use standard Keras layers, or register a strip rule with "
-        "tfcompress.export.register_strip for a training-only layer)"
+        "replace or remove that layer (use standard Keras layers, or give a training-only layer's spec a strip "
+        "rule: tfcompress.specs.extend(LayerClass, strip=...))"
     )
     unsupported = f" unsupported op(s) {', '.join('tf.' + op for op in ops)};" if ops else ""
     return f"TFLite conversion failed in {where}:{unsupported} {hint}. Converter said: {message[:1500]}"
@@ -291,7 +257,7 @@ def entropy_bits(values: np.ndarray) -> float:
 def kernels(model: keras.Model) -> Iterable[tuple[str, np.ndarray]]:
     """(layer name, kernel) for every kernel of every layer, kernels as :func:`profile.kernel_weights` defines
     them (nested models are walked through their own layers, so nothing is counted twice)."""
-    for layer in surgery.iter_layers(model):
+    for layer in iter_layers(model):
         if not isinstance(layer, keras.Model):
             for kernel in kernel_weights(layer):
                 yield layer.name, kernel

@@ -8,11 +8,14 @@ for plain SGD.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.surgery import iter_layers
+from tfcompress.keras_graph import iter_layers
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -106,3 +109,64 @@ def recalibrate_batch_norm(model: keras.Model, batches, max_batches: int = 10) -
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
     return used
+
+
+# ------------------------------------------------------------------------------------------ labelled batches
+
+
+def _is_single_batch(data: Any) -> bool:
+    return isinstance(data, tuple | list) and len(data) == 2 and hasattr(data[0], "shape")
+
+
+def as_batches(data: Any, model: keras.Model, num_batches: int | None = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validated (x, y) numpy batches from ``data``: one ``(x, y)`` pair, a list of pairs, or a ``tf.data``
+    pipeline of ``(x, y)`` batches (its first ``num_batches`` batches; all of them if None).
+
+    Raises:
+        ValueError: no batch; x whose shape does not fit the model input; labels that are not integer class
+            ids in [0, num_classes), one per example.
+    """
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"num_batches must be ≥ 1, got {num_batches}")
+    if _is_single_batch(data):
+        raw = [tuple(data)]
+    elif isinstance(data, tf.data.Dataset):
+        raw = list(data.take(num_batches) if num_batches is not None else data)
+    elif isinstance(data, Iterable):
+        raw = list(data)[:num_batches] if num_batches is not None else list(data)
+    else:
+        raise ValueError(f"batches must be an (x, y) pair, a list of pairs or a tf.data.Dataset, got {type(data)}")
+    if not raw:
+        raise ValueError("no batch to compute the saliency on: give at least one (x, y) batch")
+    return [_check_batch(batch, model, index) for index, batch in enumerate(raw)]
+
+
+def _check_batch(batch: Any, model: keras.Model, index: int) -> tuple[np.ndarray, np.ndarray]:
+    if not (isinstance(batch, tuple | list) and len(batch) == 2):
+        raise ValueError(f"batch {index} must be an (images, labels) pair, got {type(batch).__name__}")
+    x, y = (np.asarray(part) for part in batch)
+    expected = tuple(model.input_shape[1:])
+    if x.ndim != len(expected) + 1 or any(e is not None and e != d for e, d in zip(expected, x.shape[1:], strict=True)):
+        raise ValueError(
+            f"batch {index}: images of shape {x.shape} do not fit model input (batch, {', '.join(map(str, expected))})"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"batch {index} is empty")
+    num_classes = model.output_shape[-1]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        hint = " (one-hot? pass np.argmax(labels, -1))" if y.ndim == 2 and y.shape[1] == num_classes else ""
+        raise ValueError(
+            f"batch {index}: labels must be integer class ids of shape ({x.shape[0]},), got shape {y.shape}{hint}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError(f"batch {index}: labels must be integer class ids, got {y.dtype} values like {y[:3]}")
+        y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"batch {index}: labels must be in [0, {num_classes}) for a model with {num_classes} outputs, "
+            f"got range [{y.min()}, {y.max()}]"
+        )
+    return x.astype(np.float32), y.astype(np.int64)

@@ -1,11 +1,7 @@
-"""Channel dependency graph of Keras models: groups of coupled channels and the weights that index them."""
+"""Channel dependency graph of Keras models: groups of coupled channels, the variables that index them, the
+exact cost of any channel counts, and ``ChannelMask`` for training with channels masked."""
 
-from tfcompress.graph.channel_graph import ChannelGraph, Group, UnsupportedLayerError
-from tfcompress.graph.handlers import BARRIER, Binding, ChannelHandler, handler_for, pass_through, register_handler
-from tfcompress.graph.layout import Layout, Segment
-from tfcompress.graph.walk import GraphWalk
+from tfcompress.graph.channel_graph import ChannelGraph, GraphBuilder, Group, UnsupportedLayerError
+from tfcompress.graph.channel_mask import ChannelMask
 
-__all__ = [
-    "BARRIER", "Binding", "ChannelGraph", "ChannelHandler", "GraphWalk", "Group", "Layout", "Segment",
-    "UnsupportedLayerError", "handler_for", "pass_through", "register_handler",
-]
+__all__ = ["ChannelGraph", "ChannelMask", "GraphBuilder", "Group", "UnsupportedLayerError"]

@@ -1,9 +1,9 @@
-"""The channel dependency graph of a Keras model: which channel dimensions are coupled, and which weights
-index them.
+"""The channel dependency graph of a Keras model: which channel dimensions are coupled, which variables index
+them, and what the model costs for any number of channels kept.
 
-Built once from the model's functional graph (nested models included) by running every layer's handler
-(:mod:`tfcompress.graph.handlers`); it knows nothing about *which* channels to cut — criteria score its
-groups, algorithms choose how many, and :func:`tfcompress.surgery.shrink` slices (the split of
+Built once from the model's functional graph (nested models and operation nodes included) by running every
+layer's channel rule (:mod:`tfcompress.specs`); it knows nothing about *which* channels to cut — importances
+score its groups, plans choose how many, and :func:`tfcompress.pruning.shrink` slices (the split of
 Torch-Pruning's dependency graph).
 
 A **group** is a set of channel dimensions that must be pruned together: a convolution's output channels,
@@ -21,13 +21,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.graph.handlers import BARRIER, Binding, handler_for
-from tfcompress.graph.layout import Layout, Segment
-from tfcompress.graph.walk import Call, GraphWalk
+from tfcompress.keras_graph import Call, GraphWalk, channels_first
+from tfcompress.specs import Binding, LayerSpec, Layout, Segment, barrier, class_path, spec_for
+from tfcompress.specs.spec import SpecOverrides
 
 
 class UnsupportedLayerError(ValueError):
-    """A layer type without a channel handler."""
+    """A layer type whose spec has no channel rule."""
 
 
 @dataclasses.dataclass
@@ -39,8 +39,8 @@ class Group:
         size: number of channels.
         prunable: False for model inputs/outputs and channels that reach a barrier.
         reasons: why it is not prunable.
-        producers: layers whose output channels are this group (convolutions, dense layers).
-        members: (layer name, binding) for every weight axis indexed by this group.
+        producers: names of the layers whose output channels are this group (convolutions, dense layers).
+        members: (layer name, binding) for every variable axis indexed by this group.
     """
 
     id: int
@@ -56,13 +56,14 @@ class Group:
 
 
 class GraphBuilder:
-    """What handlers call while the graph is built: make groups, couple them, bind weights."""
+    """What channel rules call while the graph is built: make groups, couple them, bind variables."""
 
     def __init__(self) -> None:
         self._parent: list[int] = []
         self._groups: list[Group] = []
         self._producer_layouts: dict[int, Layout] = {}
-        self.bindings: dict[int, list[Binding]] = {}
+        self.bindings: dict[int, list[Binding]] = {}  # id(variable) → its bindings
+        self.owners: dict[int, Any] = {}  # id(variable) → the graph layer that owns it
 
     def find(self, group: int) -> int:
         while self._parent[group] != group:
@@ -116,16 +117,20 @@ class GraphBuilder:
             if reason not in group.reasons:
                 group.reasons.append(reason)
 
-    def bind(self, call: Call, weight: str, axis: int, layout: Layout, role: str) -> None:
-        """Records that ``weight``'s ``axis`` indexes ``layout``'s channels; a shared layer's later calls must
-        index the same channels, so their layouts are coupled with the first call's."""
-        bindings = self.bindings.setdefault(id(call.layer), [])
-        if call.index == 0:
-            bindings.append(Binding(weight, axis, layout, role))
-            return
+    def bind(self, call: Call, variable: Any, axis: int, layout: Layout, role: str) -> None:
+        """Records that ``variable``'s ``axis`` indexes ``layout``'s channels; a shared layer's later calls
+        must index the same channels, so their layouts are coupled with the first call's."""
+        bindings = self.bindings.setdefault(id(variable), [])
         for earlier in bindings:
-            if earlier.weight == weight and earlier.axis == axis:
+            if earlier.axis == axis:
                 self.union([earlier.layout, layout], f"shared layer {call.layer.name}")
+                return
+        bindings.append(Binding(variable, axis, layout, role))
+
+    def tie(self, extra: Any, base: Any) -> None:
+        """``extra`` has ``base``'s shape and is sliced like it (a mask, a ternary assignment)."""
+        for binding in self.bindings.get(id(base), []):
+            self.bindings.setdefault(id(extra), []).append(dataclasses.replace(binding, variable=extra, role="param"))
 
     def groups(self) -> dict[int, Group]:
         return {g.id: g for g in self._groups if self.find(g.id) == g.id}
@@ -135,17 +140,19 @@ class ChannelGraph:
     """Channel groups of a functional or Sequential Keras model.
 
     Args:
-        model: the model (nested functional sub-models are followed).
+        model: the model (nested functional sub-models and Keras operation nodes are followed).
         barriers: layer names or classes to treat as opaque (their channels are kept).
+        specs: per-call spec overrides, ``{LayerClass: LayerSpec}``, taking precedence over the registry.
 
     Raises:
-        ValueError: a subclassed model (no functional graph to follow).
-        UnsupportedLayerError: a layer type without a handler; the message says how to register one.
+        ValueError: a subclassed model (no functional graph to follow), or a channels_first layer.
+        UnsupportedLayerError: a layer type without a channel rule; the message says how to add one.
     """
 
-    def __init__(self, model: keras.Model, barriers: Iterable[str | type] = ()):
+    def __init__(self, model: keras.Model, barriers: Iterable[str | type] = (), specs: SpecOverrides | None = None):
         self.walk = GraphWalk(model)
         self.model = self.walk.model
+        self.specs = dict(specs or {})
         barrier_names = {b for b in barriers if isinstance(b, str)}
         barrier_types = tuple(b for b in barriers if isinstance(b, type))
         builder = GraphBuilder()
@@ -155,19 +162,19 @@ class ChannelGraph:
         self.layer_calls: dict[int, list[Call]] = {}
         for call in self.walk.calls:
             layer = call.layer
-            is_barrier = layer.name in barrier_names or isinstance(layer, barrier_types)
-            handler = BARRIER if is_barrier else handler_for(layer)
-            if handler is None:
-                cls = type(layer).__name__
-                raise UnsupportedLayerError(
-                    f"layer {layer.name!r} of class {cls} has no channel handler. Register one with "
-                    f"tfcompress.graph.register_handler({cls}, handler=...), or keep its channels with "
-                    f"ChannelGraph(model, barriers=[{cls}]) or register_handler({cls}, handler=BARRIER)."
-                )
-            outputs = handler.layouts(call, [layouts[id(t)] for t in call.inputs], builder)
+            spec = self.spec(layer)
+            if getattr(layer, "name", None) in barrier_names or isinstance(layer, barrier_types):
+                rule = barrier
+            else:
+                rule = _channel_rule(call, spec)
+            outputs = rule(call, [layouts[id(t)] for t in call.inputs], builder)
             for tensor, layout in zip(call.outputs, outputs, strict=True):
                 layouts[id(tensor)] = layout
+            for extra, base in spec.companions(layer) if spec is not None else ():
+                builder.tie(extra, base)
             self.layer_calls.setdefault(id(layer), []).append(call)
+            for variable in getattr(layer, "weights", ()):
+                builder.owners.setdefault(id(variable), layer)
         for tensor in self.walk.outputs:
             builder.block(layouts[id(tensor)], "model output")
 
@@ -178,11 +185,15 @@ class ChannelGraph:
             key: [dataclasses.replace(b, layout=b.layout.resolve(builder.find)) for b in bindings]
             for key, bindings in builder.bindings.items()
         }
-        self.layers: dict[int, keras.layers.Layer] = {id(c.layer): c.layer for c in self.walk.calls}
+        self.layers: dict[int, Any] = {id(c.layer): c.layer for c in self.walk.calls}
         for key, bindings in self.bindings.items():
             for binding in bindings:
+                owner = builder.owners.get(key)
                 for segment in binding.layout.segments:
-                    self.groups[segment.group].members.append((self.layers[key].name, binding))
+                    self.groups[segment.group].members.append((getattr(owner, "name", "?"), binding))
+
+    def spec(self, layer: Any) -> LayerSpec | None:
+        return spec_for(layer, self.specs)
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -193,6 +204,16 @@ class ChannelGraph:
     def layout(self, tensor: Any) -> Layout:
         """The channel layout of a tensor of the model's graph."""
         return self._layouts[id(self.walk.canonical(tensor))]
+
+    def bindings_of(self, variable: Any) -> list[Binding]:
+        return self.bindings.get(id(variable), [])
+
+    def group_of_layer(self, layer_name: str) -> Group:
+        """The group whose channels the layer named ``layer_name`` produces (its output channels)."""
+        for call in self.walk.calls:
+            if getattr(call.layer, "name", None) == layer_name:
+                return self.groups[self.layout(call.outputs[0]).segments[0].group]
+        raise ValueError(f"no layer named {layer_name!r} in model {self.model.name!r}")
 
     def full_masks(self) -> dict[int, np.ndarray]:
         return {g.id: np.ones(g.size, bool) for g in self.groups.values()}
@@ -235,34 +256,31 @@ class ChannelGraph:
 
     # --------------------------------------------------------------------------------------------- cost
 
+    def numel(self, variable: Any, keep_counts: Mapping[int, int] | None = None) -> int:
+        """Elements of ``variable`` when each group keeps ``keep_counts[group]`` channels (default: all)."""
+        shape = list(variable.shape)
+        for binding in self.bindings_of(variable):
+            shape[binding.axis] = binding.layout.kept_channels(keep_counts or {})
+        return int(np.prod(shape))
+
     def cost(self, keep_counts: Mapping[int, int] | None = None, metric: str = "macs") -> int:
         """Parameters or MACs of the model when each group keeps ``keep_counts[group]`` channels.
 
-        Every weight is multilinear in the channel counts of its bound axes, so both are exact without
-        rebuilding the model: ``params`` is Σ numel over all weights, ``macs`` Σ positions · numel over the
-        kernels of dot-product layers.
+        Every variable is multilinear in the channel counts of its bound axes, so both are exact without
+        rebuilding the model: ``params`` is Σ numel over all variables (``model.count_params()``), ``macs``
+        Σ positions · numel over the dot products of every call, by the specs' one MAC rule (the profile's).
         """
         if metric not in ("macs", "params"):
             raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
-        keep_counts = keep_counts or {}
         total = 0
         for key, layer in self.layers.items():
-            handler = handler_for(layer)
-            calls = self.layer_calls[key]
             if metric == "params":
-                names = [weight_name(layer, w) for w in layer.weights]
-                total += sum(self._numel(layer, name, keep_counts) for name in names if name)
-            elif handler is not None and handler.mac_positions is not None:
-                numel = sum(self._numel(layer, name, keep_counts) for name in handler.kernels)
-                total += sum(handler.mac_positions(call) for call in calls) * numel
+                total += sum(self.numel(v, keep_counts) for v in getattr(layer, "weights", ()))
+                continue
+            spec = self.spec(layer)
+            for call in self.layer_calls[key] if spec is not None else ():
+                total += sum(dot.positions * self.numel(dot.variable, keep_counts) for dot in spec.dot_products(call))
         return total
-
-    def _numel(self, layer: keras.layers.Layer, name: str, keep_counts: Mapping[int, int]) -> int:
-        shape = list(getattr(layer, name).shape)
-        for binding in self.bindings.get(id(layer), []):
-            if binding.weight == name:
-                shape[binding.axis] = binding.layout.kept_channels(keep_counts)
-        return int(np.prod(shape))
 
     def summary(self) -> str:
         """One line per group: id, channels, prunable, producers."""
@@ -273,10 +291,19 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
-def weight_name(layer: keras.layers.Layer, weight: Any) -> str | None:
-    """The attribute through which ``layer`` holds ``weight`` (kernel, bias, gamma, …)."""
-    for name in ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "gamma", "beta", "moving_mean",
-                 "moving_variance", "alpha", "mask"):
-        if getattr(layer, name, None) is weight:
-            return name
-    return None
+def _channel_rule(call: Call, spec: LayerSpec | None):
+    layer = call.layer
+    if channels_first(layer):
+        raise UnsupportedLayerError(
+            f"layer {call.name!r} ({class_path(layer)}) uses data_format='channels_first'; channel pruning follows "
+            "the last axis. Build the model channels_last (TFLite's CPU kernels want it too)."
+        )
+    if spec is None or spec.channels is None:
+        cls = type(layer).__name__
+        raise UnsupportedLayerError(
+            f"layer {call.name!r} of class {class_path(layer)} has no channel rule. Register a spec with "
+            f"tfcompress.specs.register({cls}, spec=tfcompress.specs.LayerSpec(channels=...)), or keep its "
+            f"channels with ChannelGraph(model, barriers=[{cls}]) or "
+            f"ChannelGraph(model, specs={{{cls}: LayerSpec(channels=tfcompress.specs.barrier)}})."
+        )
+    return spec.channels

@@ -1,16 +1,18 @@
 """Pruning: which channels or weights to remove, and how many.
 
-Channel pruning (physical removal, what makes a network faster in TFLite): ``criteria`` score the channels
-of a :class:`tfcompress.graph.ChannelGraph`, ``channels`` plans to a target and shrinks the model, and
-``channel_mask.ChannelMask`` masks channels during training. Submodules for unstructured sparsity:
-``masks`` (weight-mask layers), ``snip`` (single-shot pruning at initialization), ``magnitude`` (random and
-magnitude baselines, gradual pruning callback).
+Channel pruning (physical removal, what makes a network faster in TFLite): ``importance`` scores the channels
+of a :class:`tfcompress.graph.ChannelGraph`, ``channels`` plans to a target (the fraction kept) and ``shrink``
+removes them. Unstructured sparsity: ``masks`` (weight-mask layers), ``snip`` (single-shot pruning at
+initialization), ``magnitude`` (random and magnitude baselines, gradual pruning callback).
 """
 
-from tfcompress.pruning import magnitude, masks, snip  # masks registers WeightMask for .keras loading
-from tfcompress.pruning.channel_mask import ChannelMask
-from tfcompress.pruning.channels import PruningPlan, plan_channels, prune_channels
-from tfcompress.pruning.criteria import CRITERIA, get_criterion, register_criterion
+from tfcompress.pruning import importance, magnitude, masks, snip  # masks registers WeightMask's spec
+from tfcompress.pruning.channels import PruningPlan, PruningResult, apply_plan, plan_channels, prune_channels
+from tfcompress.pruning.importance import IMPORTANCES, Importance, get_importance, register_importance
+from tfcompress.pruning.shrink import insert_channel_masks, set_channel_masks, shrink
 
-__all__ = ["CRITERIA", "ChannelMask", "PruningPlan", "get_criterion", "magnitude", "masks", "plan_channels",
-           "prune_channels", "register_criterion", "snip"]
+__all__ = [
+    "IMPORTANCES", "Importance", "PruningPlan", "PruningResult", "apply_plan", "get_importance", "importance",
+    "insert_channel_masks", "magnitude", "masks", "plan_channels", "prune_channels", "register_importance",
+    "set_channel_masks", "shrink", "snip",
+]

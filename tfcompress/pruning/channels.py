@@ -1,12 +1,14 @@
 """Choosing how many channels each group keeps, to a target, and pruning a model physically.
 
-    small, plan = tfcompress.pruning.prune_channels(model, criterion="l1", target_macs=0.5)
+    result = tfcompress.pruning.prune_channels(model, "l1", target_macs=0.5)
+    result.model, result.plan
 
-Targets are fractions of the original model: ``ratio`` of channels removed, ``target_macs`` / ``target_params``
-(the pruned model keeps at most that fraction), or ``target_cost`` of any ``cost_fn(keep_counts)`` the caller
-supplies (NetAdapt passes a latency table). ``scope="global"`` ranks all channels together, with scores
-divided by their group's mean so that groups of different fan-in compare; ``scope="local"`` removes the same
-fraction from every group, ranking inside each group; criterion ``"uniform"`` is ``l1`` with local scope.
+Every target is the **fraction of the original that is kept**: ``target_channels`` (of the prunable channels),
+``target_macs``, ``target_params``, or ``target_cost`` of any ``cost_fn(keep_counts)`` the caller supplies
+(NetAdapt passes a latency table). ``scope="global"`` ranks all channels together, with scores divided by their
+group's mean so that groups of different fan-in compare; ``scope="local"`` removes the same fraction from every
+group, ranking inside each group; importance ``"uniform"`` is ``l1`` with local scope. Data-driven importances
+(``snip``, ``taylor``, ``fisher``) take ``data=`` (labelled batches).
 Every group keeps at least ``min_channels``; ``channel_multiple=8`` rounds every kept count up to a multiple of 8
 (SIMD kernels such as XNNPACK's process channels in blocks, so 14 channels cost what 16 cost — see
 benchmarks/channel_pruning.md). Fine-tuning afterwards is the user's ``model.fit``.
@@ -15,17 +17,21 @@ benchmarks/channel_pruning.md). Fine-tuning afterwards is the user's ``model.fit
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from tfcompress import surgery
+from tfcompress import files
 from tfcompress.graph import ChannelGraph
-from tfcompress.pruning.criteria import get_criterion
+from tfcompress.pruning.importance import Importance, get_importance
+from tfcompress.pruning.shrink import shrink
 
 CostFn = Callable[[Mapping[int, int]], float]
+PLAN_FORMAT = "tfcompress.channel_plan/1"
 
 
 @dataclasses.dataclass
@@ -37,6 +43,7 @@ class PruningPlan:
         channels_before, channels_after: per-group channel counts, every group of the graph.
         macs_before, macs_after, params_before, params_after: whole-model counts.
         group_names: readable group names (their producers).
+        group_layers: the layers producing each group's channels (how a saved plan finds its groups again).
     """
 
     masks: dict[int, np.ndarray]
@@ -47,21 +54,40 @@ class PruningPlan:
     params_before: int
     params_after: int
     group_names: dict[int, str]
+    group_layers: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
     def keep_indices(self) -> dict[int, list[int]]:
         return {g: np.flatnonzero(mask).tolist() for g, mask in self.masks.items()}
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, keyed by layer names (group ids are internal): re-apply it with :meth:`from_dict`."""
         return {
+            "format": PLAN_FORMAT,
             "groups": [
-                {"group": g, "name": self.group_names[g], "channels_before": self.channels_before[g],
-                 "channels_after": self.channels_after[g],
+                {"layers": self.group_layers.get(g, []), "name": self.group_names[g],
+                 "channels_before": self.channels_before[g], "channels_after": self.channels_after[g],
                  **({"keep": np.flatnonzero(self.masks[g]).tolist()} if g in self.masks else {})}
                 for g in self.channels_before
             ],
             "macs_before": self.macs_before, "macs_after": self.macs_after,
             "params_before": self.params_before, "params_after": self.params_after,
         }
+
+    def save(self, path: str | Any) -> None:
+        """Writes the plan as JSON (atomically)."""
+        files.write_json(path, self.to_dict())
+
+    @staticmethod
+    def load(path: str | Any) -> dict[str, Any]:
+        """Reads a plan written by :meth:`save` (apply it with :func:`apply_plan`)."""
+        plan = json.loads(Path(path).read_text())
+        if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+            raise ValueError(f"{path} is not a tfcompress channel plan (format {PLAN_FORMAT!r})")
+        return plan
+
+    def apply(self, model: keras.Model, graph: ChannelGraph | None = None) -> keras.Model:
+        """Prunes ``model`` (this architecture, e.g. freshly initialized) to the same channels."""
+        return apply_plan(model, self.to_dict(), graph=graph)
 
     def table(self) -> str:
         lines = [f"{'group':>5}  {'before':>6}  {'after':>6}  name"]
@@ -78,7 +104,7 @@ def plan_channels(
     graph: ChannelGraph,
     scores: Mapping[int, np.ndarray],
     *,
-    ratio: float | None = None,
+    target_channels: float | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
     cost_fn: CostFn | None = None,
@@ -93,7 +119,8 @@ def plan_channels(
         ValueError: no target or several, a target out of range, or one that cannot be met without emptying
             a group (the message gives the smallest reachable value).
     """
-    targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params, "target_cost": target_cost}
+    targets = {"target_channels": target_channels, "target_macs": target_macs, "target_params": target_params,
+               "target_cost": target_cost}
     given = {k: v for k, v in targets.items() if v is not None}
     if len(given) != 1:
         raise ValueError(f"give exactly one target of {', '.join(targets)}; got {sorted(given) or 'none'}")
@@ -106,10 +133,8 @@ def plan_channels(
     if target_cost is not None and cost_fn is None:
         raise ValueError("target_cost needs cost_fn, a function of the per-group channel counts")
     (name, value), = given.items()
-    if name == "ratio" and not 0.0 <= value < 1.0:
-        raise ValueError(f"ratio (fraction of channels removed) must be in [0, 1), got {value}")
-    if name != "ratio" and not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} (fraction of the original kept) must be in (0, 1], got {value}")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} (the fraction of the original kept) must be in (0, 1], got {value}")
 
     groups = graph.prunable_groups
     order = _removal_order(groups, scores, scope, min_channels)
@@ -129,11 +154,12 @@ def plan_channels(
                 for g, count in counts.items()}
 
     total = len(order)
-    if name == "ratio":
-        removed = round(value * sum(g.size for g in groups))
+    if name == "target_channels":
+        channels = sum(g.size for g in groups)
+        removed = round((1.0 - value) * channels)
         if scope == "global" and removed > total:
-            raise ValueError(f"ratio {value} would empty a group: at most {total} channels can go "
-                             f"(ratio ≤ {total / sum(g.size for g in groups):.3f}) with min_channels={min_channels}")
+            raise ValueError(f"target_channels={value} would empty a group: at most {total} channels can go "
+                             f"(target_channels ≥ {1 - total / channels:.3f}) with min_channels={min_channels}")
     else:
         cost = cost_fn or (lambda counts: graph.cost(counts, "macs" if name == "target_macs" else "params"))
         budget = value * cost({g.id: g.size for g in groups})
@@ -160,6 +186,7 @@ def plan_channels(
         macs_before=graph.cost(metric="macs"), macs_after=graph.cost(all_after, "macs"),
         params_before=graph.cost(metric="params"), params_after=graph.cost(all_after, "params"),
         group_names={g: group.name for g, group in graph.groups.items()},
+        group_layers={g: list(group.producers) for g, group in graph.groups.items()},
     )
 
 
@@ -197,11 +224,22 @@ def _masks_from_counts(graph, scores, counts, order) -> dict[int, np.ndarray]:
     return masks
 
 
+@dataclasses.dataclass
+class PruningResult:
+    """What :func:`prune_channels` returns: the pruned ``model`` and the ``plan`` it follows."""
+
+    model: keras.Model
+    plan: PruningPlan
+
+    def report(self) -> dict[str, Any]:
+        return self.plan.to_dict()
+
+
 def prune_channels(
     model: keras.Model,
-    criterion: str = "l1",
+    importance: str | Importance = "l1",
     *,
-    ratio: float | None = None,
+    target_channels: float | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
     cost_fn: CostFn | None = None,
@@ -209,23 +247,63 @@ def prune_channels(
     scope: str | None = None,
     min_channels: int = 1,
     channel_multiple: int = 1,
+    data: Any = None,
+    num_batches: int | None = 1,
     seed: int = 0,
     graph: ChannelGraph | None = None,
-) -> tuple[keras.Model, PruningPlan]:
-    """Scores channels with ``criterion``, plans to the target and returns the physically smaller model.
+) -> PruningResult:
+    """Scores channels with ``importance``, plans to the target and returns the physically smaller model.
+
+    Weight masks, ternary layers and channel masks in ``model`` are kept and sliced with their kernels (a sparse
+    model keeps its zeros, a ternary model stays ternary); training can go on with them afterwards.
 
     Args:
-        criterion: "l1", "l2", "bn", "random" (see :mod:`tfcompress.pruning.criteria`) or "uniform" (l1 scores,
-            the same fraction removed from every group).
+        importance: "l1", "l2", "bn", "random", "snip", "taylor", "fisher" (see
+            :mod:`tfcompress.pruning.importance`), an :class:`Importance`, or "uniform" (l1 scores, the same
+            fraction removed from every group).
+        target_channels, target_macs, target_params, target_cost: the fraction of the original kept (one).
         scope: "global" (default) or "local"; "uniform" implies "local".
+        data: labelled batches for data-driven importances (an (x, y) pair, a list, or a tf.data pipeline).
+
+    Raises:
+        ValueError: a bad target, an unknown importance, a data-driven importance without ``data``.
     """
     graph = graph or ChannelGraph(model)
-    if criterion == "uniform":
+    if importance == "uniform":
         if scope == "global":
-            raise ValueError("criterion 'uniform' removes the same fraction everywhere: scope must be 'local'")
-        criterion, scope = "l1", "local"
-    scores = get_criterion(criterion)(graph, np.random.default_rng(seed))
-    plan = plan_channels(graph, scores, ratio=ratio, target_macs=target_macs, target_params=target_params,
-                         cost_fn=cost_fn, target_cost=target_cost, scope=scope or "global",
-                         min_channels=min_channels, channel_multiple=channel_multiple)
-    return surgery.shrink(model, plan.masks, graph=graph), plan
+            raise ValueError("importance 'uniform' removes the same fraction everywhere: scope must be 'local'")
+        importance, scope = "l1", "local"
+    scorer = get_importance(importance, **({"seed": seed} if importance == "random" else {}))
+    if scorer.requires_data:
+        if data is None:
+            raise ValueError(f"importance {scorer.name!r} needs data=: labelled batches (x, y) of the task")
+        scorer.fit(graph, data, num_batches)
+    plan = plan_channels(graph, scorer.scores(graph), target_channels=target_channels, target_macs=target_macs,
+                         target_params=target_params, cost_fn=cost_fn, target_cost=target_cost,
+                         scope=scope or "global", min_channels=min_channels, channel_multiple=channel_multiple)
+    return PruningResult(shrink(model, plan.masks, graph=graph), plan)
+
+
+def apply_plan(model: keras.Model, plan: Mapping[str, Any], *, graph: ChannelGraph | None = None) -> keras.Model:
+    """Prunes ``model`` to a saved plan (:meth:`PruningPlan.to_dict` or a JSON file's content), matching groups
+    by the layers that produce them: the way to retrain a pruned architecture from scratch.
+
+    Raises:
+        ValueError: a plan layer not in the model, or a group whose channel count differs from the plan's.
+    """
+    graph = graph or ChannelGraph(model)
+    masks = {}
+    for entry in plan.get("groups", []):
+        if "keep" not in entry:
+            continue
+        if not entry.get("layers"):
+            raise ValueError(f"plan group {entry.get('name')!r} names no layer; it cannot be matched")
+        group = graph.group_of_layer(entry["layers"][0])
+        if group.size != entry["channels_before"]:
+            raise ValueError(f"plan group {entry['name']!r} had {entry['channels_before']} channels, but layer "
+                             f"{entry['layers'][0]!r} of {model.name!r} produces {group.size}: "
+                             "not the same architecture")
+        mask = np.zeros(group.size, bool)
+        mask[np.asarray(entry["keep"], dtype=np.int64)] = True
+        masks[group.id] = mask
+    return shrink(model, masks, graph=graph)

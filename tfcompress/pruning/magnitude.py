@@ -21,16 +21,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import surgery
+from tfcompress.keras_graph import iter_layers
 from tfcompress.pruning import masks as masks_lib
 
 
 def random_masks(
-    model: keras.Model, sparsity: float, *, scope: str = "layer", prune_biases: bool = False, seed: int | None = 0,
+    model: keras.Model, sparsity: float, *, scope: str = "local", prune_biases: bool = False, seed: int | None = 0,
     allow_empty_layers: bool = False,
 ) -> masks_lib.Masks:
     """Masks keeping a uniformly random set of weights: round(N_l·(1 − sparsity)) in each layer
-    (``scope="layer"``) or round(N·(1 − sparsity)) anywhere in the model (``scope="global"``)."""
+    (``scope="local"``) or round(N·(1 − sparsity)) anywhere in the model (``scope="global"``)."""
     rng = np.random.default_rng(seed)
     scores = {name: {w: rng.random(v.shape) for w, v in per.items()}
               for name, per in masks_lib.prunable_weights(model, prune_biases).items()}
@@ -106,11 +106,11 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
 
     Args:
         schedule: when and how much to prune.
-        scope: "layer" (default, tfmot's behaviour) or "global".
+        scope: "local" (default: each layer to the scheduled sparsity, tfmot's behaviour) or "global".
         allow_empty_layers: accept a sparsity that removes every connection of a layer.
     """
 
-    def __init__(self, schedule: PolynomialDecay, scope: str = "layer", allow_empty_layers: bool = False) -> None:
+    def __init__(self, schedule: PolynomialDecay, scope: str = "local", allow_empty_layers: bool = False) -> None:
         super().__init__()
         if scope not in masks_lib.SCOPES:
             raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}")
@@ -120,7 +120,7 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each pruning step
 
     def _wrappers(self) -> list[masks_lib.WeightMask]:
-        return [layer for layer in surgery.iter_layers(self.model) if isinstance(layer, masks_lib.WeightMask)]
+        return [layer for layer in iter_layers(self.model) if isinstance(layer, masks_lib.WeightMask)]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self._wrappers():

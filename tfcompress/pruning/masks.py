@@ -1,6 +1,6 @@
 """Unstructured weight masks: a Keras wrapper that keeps pruned weights at exactly zero, and masks from scores.
 
-:class:`WeightMask` wraps a Conv2D, DepthwiseConv2D or Dense layer (any class in :data:`PRUNABLE`) and holds
+:class:`WeightMask` wraps a Conv2D, DepthwiseConv2D or Dense layer (any class whose spec is ``maskable``) and holds
 one non-trainable 0/1 mask per pruned weight (the kernel, and the bias when biases are pruned). Pruned
 weights stay zero through training with any optimizer, for two reasons that together leave no gap:
 
@@ -15,12 +15,13 @@ in place (registered below). Masks are plain data, ``{layer name: {weight name: 
 (:data:`Masks`), so that SNIP, random and magnitude pruning share :func:`masks_from_scores` and
 :func:`apply_masks`.
 
-A new prunable layer type is one entry in :data:`PRUNABLE`.
+Which layers may be masked, and which of their variables are kernels and biases, is their spec's business
+(:class:`tfcompress.specs.LayerSpec`: ``maskable``, ``kernels``, ``biases``); WeightMask's own spec delegates to
+the wrapped layer's and ties each mask to its variable, so channel surgery slices masks with their kernels.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,42 +29,23 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import export, profile, surgery
+from tfcompress import specs
+from tfcompress.keras_graph import as_functional, iter_layers, replace_layers
 
 # {layer name: {weight attribute name ("kernel", "bias"): array}}; bool arrays for masks, floats for scores.
 Masks = dict[str, dict[str, np.ndarray]]
 Scores = dict[str, dict[str, np.ndarray]]
-SCOPES = ("global", "layer")
+SCOPES = ("global", "local")
 
 
-@dataclasses.dataclass(frozen=True)
-class Prunable:
-    """How a layer type is pruned.
-
-    Attributes:
-        kernels: attribute names of the layer's connection weights (pruned always).
-        biases: attribute names of its biases (pruned only when asked, as the SNIP reference code does).
-        depthwise: the kernel is (k_h, k_w, C_in, multiplier): its fan-in is k_h·k_w and its output channel
-            index is c·multiplier + m.
-    """
-
-    kernels: tuple[str, ...] = ("kernel",)
-    biases: tuple[str, ...] = ("bias",)
-    depthwise: bool = False
+def prunable_spec(layer: keras.layers.Layer) -> specs.LayerSpec | None:
+    """The spec of a layer weight masks may wrap (of the wrapped layer for a :class:`WeightMask`), or None."""
+    spec = specs.spec_for(specs.unwrap(layer))
+    return spec if spec is not None and spec.maskable else None
 
 
-PRUNABLE: dict[type, Prunable] = {
-    keras.layers.Conv2D: Prunable(),
-    keras.layers.DepthwiseConv2D: Prunable(depthwise=True),
-    keras.layers.Dense: Prunable(),
-}
-
-
-def prunable_spec(layer: keras.layers.Layer) -> Prunable | None:
-    """The :data:`PRUNABLE` entry of a layer (of the wrapped layer for a :class:`WeightMask`), or None."""
-    if isinstance(layer, WeightMask):
-        layer = layer.layer
-    return profile.lookup_rule(PRUNABLE, layer)
+def _maskable_classes() -> list[str]:
+    return sorted(cls.__name__ for cls, spec in specs.SPECS.registered().items() if spec.maskable)
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -96,14 +78,14 @@ class WeightMask(keras.layers.Wrapper):
     """Keeps a fixed set of a layer's weights at zero: computes ``layer`` with ``w ⊙ m`` for each masked ``w``.
 
     Args:
-        layer: a built or unbuilt Conv2D, DepthwiseConv2D or Dense layer (a class in :data:`PRUNABLE`).
+        layer: a built or unbuilt Conv2D, DepthwiseConv2D or Dense layer (a class whose spec is ``maskable``).
         masked_weights: attribute names of the weights to mask, e.g. ``("kernel",)`` or ``("kernel", "bias")``.
             Default: the layer type's kernels.
         **kwargs: base layer arguments (``name``, ...).
 
     Input and output shapes are those of ``layer``. Masks start at all ones; :meth:`set_masks` changes them and
-    zeroes the pruned weights. The masks are non-trainable weights named ``mask_0``, ``mask_1``, ... in the order
-    of ``masked_weights`` (not "kernel_mask": profilers count every weight whose name contains "kernel").
+    zeroes the pruned weights. The masks are non-trainable weights, one per masked weight, in the order of
+    ``masked_weights``.
 
     Example::
 
@@ -114,11 +96,11 @@ class WeightMask(keras.layers.Wrapper):
 
     def __init__(self, layer: keras.layers.Layer, masked_weights: tuple[str, ...] | list[str] | None = None,
                  **kwargs: Any) -> None:
-        spec = profile.lookup_rule(PRUNABLE, layer)
-        if spec is None:
+        spec = specs.spec_for(layer)
+        if spec is None or not spec.maskable or isinstance(layer, WeightMask):
             raise ValueError(
-                f"WeightMask cannot wrap {type(layer).__name__} {layer.name!r}: prunable layer types are "
-                f"{sorted(cls.__name__ for cls in PRUNABLE)} (add an entry to tfcompress.pruning.masks.PRUNABLE)"
+                f"WeightMask cannot wrap {type(layer).__name__} {layer.name!r}: maskable layer types are "
+                f"{_maskable_classes()} (register a spec with maskable=True for another)"
             )
         masked_weights = tuple(masked_weights) if masked_weights is not None else spec.kernels
         allowed = spec.kernels + spec.biases
@@ -134,9 +116,9 @@ class WeightMask(keras.layers.Wrapper):
     def build(self, input_shape: Any = None) -> None:
         super().build(input_shape)
         self.masks = []
-        for index, name in enumerate(self.masked_weights):
+        for name in self.masked_weights:
             variable = self.target(name)
-            mask = self.add_weight(name=f"mask_{index}", shape=variable.shape, initializer="ones",
+            mask = self.add_weight(name=f"{name}_mask", shape=variable.shape, initializer="ones",
                                    trainable=False, dtype=variable.dtype)
             previous = variable.constraint
             if isinstance(previous, _KeepMasked):  # re-wrapping a layer: replace our constraint, keep the user's
@@ -194,7 +176,6 @@ class WeightMask(keras.layers.Wrapper):
         return {**super().get_config(), "masked_weights": list(self.masked_weights)}
 
 
-@export.register_strip(WeightMask)
 def _strip_weight_mask(layer: WeightMask, inputs: Any, *args: Any, **kwargs: Any) -> Any:
     """A fresh copy of the wrapped layer holding ``w ⊙ m``: zeros in place, no mask left."""
     plain = type(layer.layer).from_config(layer.layer.get_config())
@@ -203,10 +184,14 @@ def _strip_weight_mask(layer: WeightMask, inputs: Any, *args: Any, **kwargs: Any
     return outputs
 
 
-@profile.register_macs(WeightMask)
-def _weight_mask_macs(call: profile.LayerCall) -> int:
-    rule = profile.lookup_rule(profile.MAC_RULES, call.layer.layer)
-    return rule(dataclasses.replace(call, layer=call.layer.layer)) if rule is not None else 0
+specs.register(WeightMask, spec=specs.wrapper_spec(
+    lambda layer: layer.layer,
+    companions=lambda layer: [(mask, layer.target(name)) for name, mask in zip(
+        layer.masked_weights, layer.masks, strict=True)],
+    effective=lambda layer: specs.stateless([(layer.target(name), layer.target(name) * mask) for name, mask in zip(
+        layer.masked_weights, layer.masks, strict=True)]),
+    strip=_strip_weight_mask,
+))
 
 
 # ------------------------------------------------------------------------------------------- model helpers
@@ -219,7 +204,7 @@ def prunable_weights(model: keras.Model, prune_biases: bool = False) -> dict[str
     included when ``prune_biases`` is true and the layer has one.
     """
     weights: dict[str, dict[str, keras.Variable]] = {}
-    for layer in surgery.iter_layers(model):
+    for layer in iter_layers(model):
         spec = prunable_spec(layer)
         if spec is None:
             continue
@@ -230,7 +215,7 @@ def prunable_weights(model: keras.Model, prune_biases: bool = False) -> dict[str
             weights[layer.name] = found
     if not weights:
         raise ValueError(
-            f"model {model.name!r} has no prunable layers ({sorted(cls.__name__ for cls in PRUNABLE)}); "
+            f"model {model.name!r} has no prunable layers ({_maskable_classes()}); "
             "nothing to prune"
         )
     return weights
@@ -271,7 +256,7 @@ def masks_from_scores(
 
 def _refuse_empty_layers(masks: Masks, sparsity: float) -> None:
     # A layer that keeps no kernel weight passes no signal on, whatever its bias keeps.
-    bias_names = {name for spec in PRUNABLE.values() for name in spec.biases}
+    bias_names = {name for spec in specs.SPECS.registered().values() for name in spec.biases}
     empty = [name for name, per in masks.items() if not any(m.any() for w, m in per.items() if w not in bias_names)]
     if empty:
         raise ValueError(
@@ -293,7 +278,7 @@ def mask_sparsity(masks: Masks) -> dict[str, float]:
 
 def copy_model(model: keras.Model) -> keras.Model:
     """An independent copy of a functional or Sequential model (new layers, same weight values)."""
-    model = surgery.as_functional(model)
+    model = as_functional(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
@@ -310,7 +295,7 @@ def apply_masks(model: keras.Model, masks: Masks, *, copy: bool = True) -> keras
         ValueError: a layer name that is not in the model or not prunable, or a mask of the wrong shape.
     """
     model = copy_model(model) if copy else model
-    layers = {layer.name: layer for layer in surgery.iter_layers(model)}
+    layers = {layer.name: layer for layer in iter_layers(model)}
     for name in masks:
         if name not in layers:
             raise ValueError(f"masks name layer {name!r}, which is not in model {model.name!r}")
@@ -325,8 +310,8 @@ def apply_masks(model: keras.Model, masks: Masks, *, copy: bool = True) -> keras
             wrappers[layer.name] = WeightMask(layer, masked_weights=tuple(masks[layer.name]), name=layer.name)
         return wrappers[layer.name]
 
-    masked = surgery.replace_layers(model, replacement_for, share_weights=True)  # `model` is already a copy if asked
-    for layer in surgery.iter_layers(masked):
+    masked = replace_layers(model, replacement_for, share_weights=True)  # `model` is already a copy if asked
+    for layer in iter_layers(masked):
         if isinstance(layer, WeightMask) and layer.name in masks:
             layer.set_masks(masks[layer.name])
     return masked
@@ -342,13 +327,13 @@ def wrap(model: keras.Model, *, prune_biases: bool = False, copy: bool = True) -
 
 def get_masks(model: keras.Model) -> Masks:
     """The masks held by the :class:`WeightMask` layers of ``model``."""
-    return {layer.name: layer.get_masks() for layer in surgery.iter_layers(model) if isinstance(layer, WeightMask)}
+    return {layer.name: layer.get_masks() for layer in iter_layers(model) if isinstance(layer, WeightMask)}
 
 
 def weight_sparsity(model: keras.Model, prune_biases: bool = False) -> dict[str, dict[str, int | float]]:
     """Zeros actually present in the (masked) prunable weights: {layer: {"params", "nonzero", "sparsity"}} and
     a ``"total"`` row. Works on masked, stripped and plain models alike."""
-    masked = {layer.name: layer for layer in surgery.iter_layers(model) if isinstance(layer, WeightMask)}
+    masked = {layer.name: layer for layer in iter_layers(model) if isinstance(layer, WeightMask)}
     rows: dict[str, dict[str, int | float]] = {}
     for name, per in prunable_weights(model, prune_biases).items():
         masks = masked[name].get_masks() if name in masked else {}

@@ -1,60 +1,23 @@
-"""Size and MicroNet score of ternary layers: code entropy, entropy-coded bits, and Becking's ternary counting.
+"""Size and MicroNet score of ternary models: code entropy, entropy-coded bits, and the MicroNet score with
+Becking's ternary counting (:mod:`tfcompress.quantization.ternary_counting`).
 
 **Entropy.** A ternary layer stores one code per weight (−, 0, +) and two centroids. Its ideal entropy-coded
 size is numel·H(codes) bits (:func:`tfcompress.export.entropy_bits`) plus the two centroids at 32 bits.
-
-**MicroNet counting of a ternary layer** (efficientCNNs ``model_scoring/main_scoring.py``; ``b`` = the
-parameter bits, 16 in the challenge; parameters in 32-bit units):
-
-* parameters: the cheapest of
-  - masked: non-zeros at b bits + a 1-bit mask (:func:`tfcompress.micronet.sparse_params`);
-  - 2-bit codes: ⌈(2·numel + 2·b)/32⌉ (a mask for +, a mask for −, two centroids);
-  - mask + sign: ⌈(numel + nnz + 2·b)/32⌉ (a non-zero mask, then one sign bit per non-zero);
-  - CSR: ⌈(nnz·(b+1) + (rows+1)·b + 2·b)/32⌉ (column index and sign per non-zero, row pointers);
-  - CER: ⌈(nnz·b + 2·(rows+1)·b + 2·b)/32⌉;
-  rows = output channels (the reference first removes dead channels; we do not);
-* multiplications: 2 per output element (the partial sums of the + and − inputs times w_p and w_n);
-* additions: the non-zero inputs of each output channel summed by a tree adder whose width starts at the
-  multiplication width (16 bits), grows by one bit per level and stops at 32; each addition is weighted
-  width/32 (:func:`tree_adder`). The reference starts its tree from vector_length − 1 operands (one addition
-  fewer than a dot product of vector_length terms) and uses the layer's average non-zeros per channel; we
-  count the exact non-zeros of each channel, so an output costs exactly nnz − 1 additions.
-* bias and activation as for plain layers.
-
-Layers in ECP mode (non-zeros at full precision) are counted like a sparse plain layer. The counter is
-registered for the ternary layer classes; :func:`micronet_score` also applies it to plain layers whose kernel
-holds ternary values (a stripped model).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import keras
 import numpy as np
 
-from tfcompress import export, micronet, surgery
-from tfcompress.micronet import BASE_BITS, Count, Precision
-from tfcompress.profile import LayerCall, known_size
+from tfcompress import export, micronet, specs
+from tfcompress.keras_graph import iter_layers
 from tfcompress.quantization import ternary
-
-MAX_ADDER_BITS = 32
-
-
-def effective_kernel(layer: keras.layers.Layer) -> np.ndarray:
-    """The kernel the layer computes with: the ternary (or ECP-masked) kernel, or the plain kernel."""
-    if isinstance(layer, ternary.TernaryMixin):
-        return keras.ops.convert_to_numpy(layer.ternary_kernel())
-    return keras.ops.convert_to_numpy(layer.kernel)
-
-
-def is_ternary_kernel(kernel: np.ndarray) -> bool:
-    """True when the kernel's values are {−a, 0, +b} or a subset containing 0 (at most one value per sign)."""
-    values = np.unique(kernel)
-    return values.size <= 3 and (values > 0).sum() <= 1 and (values < 0).sum() <= 1 and bool((values == 0).any())
-
+from tfcompress.quantization.ternary_counting import count_ternary, is_ternary_kernel
+from tfcompress.specs import BASE_BITS
 
 # ------------------------------------------------------------------------------------------------- entropy
 
@@ -124,93 +87,14 @@ def code_report(model: keras.Model) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------------------- MicroNet counting
-
-
-def ternary_param_formats(numel: int, nonzero: int, rows: int, param_bits: int = 16) -> dict[str, float]:
-    """Scoring parameters (32-bit units) of a ternary kernel in each storage format of the reference."""
-    b = param_bits
-    return {
-        "masked": micronet.sparse_params(numel, nonzero, b),
-        "2-bit codes": math.ceil((2 * numel + 2 * b) / BASE_BITS),
-        "mask + sign": math.ceil((numel + nonzero + 2 * b) / BASE_BITS),
-        "CSR": math.ceil((nonzero * (b + 1) + (rows + 1) * b + 2 * b) / BASE_BITS),
-        "CER": math.ceil((nonzero * b + 2 * (rows + 1) * b + 2 * b) / BASE_BITS),
-    }
-
-
-def tree_adder(n_operands: int, start_bits: int = 16, max_bits: int = MAX_ADDER_BITS) -> tuple[int, int]:
-    """(additions, Σ addition widths in bits) of summing ``n_operands`` values pairwise in a tree.
-
-    Each level adds ⌊n/2⌋ pairs at the current width and leaves ⌈n/2⌉ values; the width starts at
-    ``start_bits`` and grows by one bit per level up to ``max_bits``. E.g. 5 operands: 2 additions at 16 bits,
-    1 at 17, 1 at 18 → (4, 67).
-    """
-    additions = bits = 0
-    width = start_bits
-    n = int(n_operands)
-    while n > 1:
-        pairs = n // 2
-        additions += pairs
-        bits += pairs * width
-        n = math.ceil(n / 2)
-        width = min(width + 1, max_bits)
-    return additions, bits
-
-
-def _bias_and_activation(call: LayerCall, out_channels: int, n_outputs: int, precision: Precision) -> Count:
-    layer = call.layer
-    params = adds = 0.0
-    if getattr(layer, "use_bias", False):
-        params, adds = out_channels * precision.param_bits / BASE_BITS, n_outputs
-    activation = getattr(layer, "activation", None)
-    name = "linear" if activation is None else getattr(activation, "__name__", str(activation))
-    act_mults, act_adds = micronet.activation_ops(call, name, n_outputs)
-    return Count(params=params, mults=act_mults, adds=adds + act_adds)
-
-
-def count_ternary(call: LayerCall, precision: Precision) -> Count:
-    """MicroNet counter of a ternary (or ECP) Conv2D / DepthwiseConv2D / Dense call; see the module docstring."""
-    kernel = effective_kernel(call.layer)
-    n_outputs = known_size(call, call.output_shape)
-    out_channels = int(np.prod(kernel.shape[-2:])) if isinstance(
-        call.layer, keras.layers.DepthwiseConv2D) else int(kernel.shape[-1])
-    per_channel_nonzero = np.count_nonzero(kernel.reshape(-1, out_channels), axis=0)
-    numel, nonzero = int(kernel.size), int(per_channel_nonzero.sum())
-    positions = n_outputs // out_channels
-    extra = _bias_and_activation(call, out_channels, n_outputs, precision)
-    extra_ops = micronet.weighted_ops(extra.mults, extra.adds, precision)
-
-    if getattr(call.layer, "mode", "ternary") == "prune":
-        mults, adds = micronet.dot_product_ops(nonzero / out_channels, n_outputs)
-        return Count(
-            params=micronet.sparse_params(numel, nonzero, precision.param_bits) + extra.params,
-            mults=mults + extra.mults, adds=adds + extra.adds, note="ECP: sparse, full-precision non-zeros",
-        )
-
-    formats = ternary_param_formats(numel, nonzero, out_channels, precision.param_bits)
-    best = min(formats, key=formats.get)
-    additions = addition_bits = 0
-    for operands, channels in zip(*np.unique(per_channel_nonzero, return_counts=True), strict=True):
-        adds_c, bits_c = tree_adder(int(operands), start_bits=precision.mul_bits)
-        additions += adds_c * int(channels)
-        addition_bits += bits_c * int(channels)
-    mults = 2 * n_outputs
-    ops = mults * precision.mul_bits / BASE_BITS + addition_bits * positions / BASE_BITS + extra_ops
-    return Count(
-        params=formats[best] + extra.params, mults=mults + extra.mults, adds=additions * positions + extra.adds,
-        ops=ops, note=f"ternary ({best}); tree adder",
-    )
-
-
-micronet.register_counter(*ternary.TERNARY_LAYER_TYPES)(count_ternary)
 
 
 def micronet_score(model: keras.Model, task: str = "cifar100", **kwargs: Any) -> micronet.MicroNetScore:
     """``micronet.score`` with ternary counting for ternary layers and for plain Conv2D / DepthwiseConv2D /
     Dense layers whose kernel holds ternary values (a stripped ternary model)."""
     overrides = {
-        layer.name: count_ternary for layer in surgery.iter_layers(model)
-        if type(layer) in ternary.TERNARY_CLASSES and is_ternary_kernel(keras.ops.convert_to_numpy(layer.kernel))
+        layer.name: count_ternary for layer in iter_layers(model)
+        if getattr(specs.SPECS.lookup(layer, exact=True), "ternary", None) is not None
+        and is_ternary_kernel(keras.ops.convert_to_numpy(layer.kernel))
     }
     return micronet.score(model, task=task, overrides={**overrides, **kwargs.pop("overrides", {})}, **kwargs)

@@ -28,7 +28,9 @@ Which assignment A a step uses is decided outside the layer, by the EC2T or TTQ 
 for the model and shadow weights, 1e-5 for centroids): :class:`CentroidAdam` does that in one optimizer.
 
 At export, :func:`tfcompress.export.strip` turns a ternary layer into the plain layer it came from, whose kernel
-holds W_t (three values per layer; after BatchNorm folding, three per output channel).
+holds W_t (three values per layer; after BatchNorm folding, three per output channel). A ternary layer's spec
+(:mod:`tfcompress.specs`) is its plain class's, with the assignment sliced like the kernel, measurements reading
+W_t, and Becking's MicroNet counting: a ternary model can be channel-pruned, profiled and scored as it trains.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfcompress import export, surgery, training
-from tfcompress.profile import layer_calls
+from tfcompress import specs, training
+from tfcompress.keras_graph import GraphWalk, iter_layers, replace_layers
+from tfcompress.quantization.ternary_counting import count_ternary
 
 MODES = ("ternary", "prune")
 # Constructor arguments a ternary layer adds to its plain base layer (dropped again by strip).
@@ -198,16 +201,6 @@ class TernaryDense(TernaryMixin, keras.layers.Dense):
         return self._add_bias_and_activate(ops.matmul(inputs, self.ternary_kernel()), self.units)
 
 
-# Plain layer class → its ternary class. Exact types only: a subclass may compute differently.
-TERNARY_CLASSES: dict[type, type] = {
-    keras.layers.Conv2D: TernaryConv2D,
-    keras.layers.DepthwiseConv2D: TernaryDepthwiseConv2D,
-    keras.layers.Dense: TernaryDense,
-}
-TERNARY_LAYER_TYPES = tuple(TERNARY_CLASSES.values())
-
-
-@export.register_strip(TernaryMixin)
 def _strip_ternary(layer: TernaryMixin, inputs: Any, *args: Any, **kwargs: Any) -> Any:
     config = {key: value for key, value in layer.get_config().items() if key not in _TERNARY_ARGS}
     plain = layer.plain_class.from_config(config)
@@ -218,12 +211,32 @@ def _strip_ternary(layer: TernaryMixin, inputs: Any, *args: Any, **kwargs: Any) 
     return outputs
 
 
+TERNARY_LAYER_TYPES = (TernaryConv2D, TernaryDepthwiseConv2D, TernaryDense)
+for _ternary_class in TERNARY_LAYER_TYPES:
+    specs.register(_ternary_class, spec=specs.spec_for(_ternary_class.plain_class).replace(
+        maskable=False,
+        ternary=None,
+        companions=lambda layer: [(layer.assignment, layer.kernel)],
+        effective=lambda layer: specs.stateless([(layer.kernel, layer.ternary_kernel())]),
+        micronet=count_ternary,
+        strip=_strip_ternary,
+    ))
+    # Exact classes only: a subclass of Conv2D may compute differently.
+    specs.extend(_ternary_class.plain_class, ternary=_ternary_class)
+
+
+def ternary_class_for(layer: keras.layers.Layer) -> type | None:
+    """The ternary class that replaces ``layer``'s exact class, or None."""
+    spec = specs.SPECS.lookup(layer, exact=True)
+    return spec.ternary if spec is not None else None
+
+
 # --------------------------------------------------------------------------------------------- model helpers
 
 
 def ternary_layers(model: keras.Model) -> list[TernaryMixin]:
     """The ternary layers of ``model`` (nested models included), in layer order."""
-    return [layer for layer in surgery.iter_layers(model) if isinstance(layer, TernaryMixin)]
+    return [layer for layer in iter_layers(model) if isinstance(layer, TernaryMixin)]
 
 
 def default_selection(model: keras.Model) -> list[str]:
@@ -235,8 +248,8 @@ def default_selection(model: keras.Model) -> list[str]:
     entropy-constrained pruning in a later run, not ternarization. Name them in ``layers=`` to include them.
     """
     convolutions = [
-        call.layer.name for call in layer_calls(model)
-        if type(call.layer) is keras.layers.Conv2D and call.first_call
+        call.layer.name for call in GraphWalk(model).calls
+        if type(call.layer) is keras.layers.Conv2D and call.index == 0
     ]
     return convolutions[1:]
 
@@ -266,7 +279,7 @@ def ternarize(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    by_name = {layer.name: layer for layer in surgery.iter_layers(model)}
+    by_name = {layer.name: layer for layer in iter_layers(model)}
     selected = list(default_selection(model) if layers is None else layers)
     if not selected:
         raise ValueError(
@@ -279,8 +292,8 @@ def ternarize(
         layer = by_name[name]
         if isinstance(layer, TernaryMixin):
             raise ValueError(f"layer {name!r} is already ternary ({type(layer).__name__})")
-        if type(layer) not in TERNARY_CLASSES:
-            supported = ", ".join(cls.__name__ for cls in TERNARY_CLASSES)
+        if ternary_class_for(layer) is None:
+            supported = ", ".join(cls.plain_class.__name__ for cls in TERNARY_LAYER_TYPES)
             raise ValueError(
                 f"layer {name!r} is a {type(layer).__name__}, which cannot be ternarized; supported layer types: "
                 f"{supported}. Leave it out of layers=[...]."
@@ -293,7 +306,7 @@ def ternarize(
             return None
 
         def replace(inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            ternary = TERNARY_CLASSES[type(layer)].from_config(
+            ternary = ternary_class_for(layer).from_config(
                 {**layer.get_config(), "mode": mode, "reference_wn_gradient": reference_wn_gradient}
             )
             outputs = ternary(inputs)
@@ -306,7 +319,7 @@ def ternarize(
 
         return replace
 
-    return surgery.replace_layers(model, replacement_for)
+    return replace_layers(model, replacement_for)
 
 
 def freeze_assignment(model: keras.Model) -> list[TernaryMixin]:

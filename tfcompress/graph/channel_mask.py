@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress.graph import pass_through, register_handler
+from tfcompress.specs import Count, LayerSpec, pass_through, register
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -14,7 +14,7 @@ class ChannelMask(keras.layers.Layer):
     """Multiplies the channel (last) axis by a fixed 0/1 vector.
 
     tfcompress inserts one in front of every layer that consumes channels (convolutions, dense layers), so a
-    masked model computes exactly what the physically pruned model computes: ``tfcompress.surgery.shrink``
+    masked model computes exactly what the physically pruned model computes: ``tfcompress.pruning.shrink``
     reads the masks, removes these layers and slices the weights. The vector is a non-trainable weight, so it
     is saved with the model.
 
@@ -23,8 +23,8 @@ class ChannelMask(keras.layers.Layer):
     Example:
 
     ```python
-    masked = tfcompress.surgery.insert_channel_masks(model)
-    small = tfcompress.surgery.shrink(masked)        # channels whose mask is 0 are gone
+    masked = tfcompress.pruning.insert_channel_masks(model)
+    small = tfcompress.pruning.shrink(masked)        # channels whose mask is 0 are gone
     ```
     """
 
@@ -48,4 +48,8 @@ class ChannelMask(keras.layers.Layer):
         return input_shape
 
 
-register_handler(ChannelMask, handler=pass_through("mask"))
+# Shrinking removes the layer; until then it is one multiplication per element.
+register(ChannelMask, spec=LayerSpec(
+    channels=pass_through("mask"),
+    micronet=lambda call, precision: Count(note="removed by shrink"),
+))

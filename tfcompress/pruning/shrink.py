@@ -1,0 +1,135 @@
+"""Channel surgery: removing masked channels physically (:func:`shrink`), and training with channels masked
+(:func:`insert_channel_masks`, :func:`set_channel_masks`).
+
+Surgery replays the graph (:class:`tfcompress.keras_graph.GraphWalk`): every layer whose output channels change
+is rebuilt by its spec's ``resize``, and every variable is sliced along the axes the channel graph bound to
+channel groups. Compression layers keep what they hold: a weight mask's masks and a ternary layer's assignment
+are sliced with the kernel they belong to, so a pruned sparse model keeps its zeros and a pruned ternary model
+stays ternary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress.graph import ChannelGraph, ChannelMask
+from tfcompress.keras_graph import Call, LayerCopies, copy_layer
+
+
+def _group_masks_from_channel_masks(graph: ChannelGraph, masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Folds the vectors of the model's ChannelMask layers into per-group keep-masks."""
+    combined = {key: np.asarray(value, bool).copy() for key, value in masks.items()}
+    for call in graph.walk.calls:
+        if not isinstance(call.layer, ChannelMask) or call.index:
+            continue
+        vector = np.asarray(call.layer.mask.numpy()) > 0.5
+        if vector.all():
+            continue
+        groups, indices = graph.layout(call.inputs[0]).channel_index()
+        for group in np.unique(groups[~vector]):
+            group_mask = combined.setdefault(int(group), np.ones(graph.groups[int(group)].size, bool))
+            group_mask[indices[(groups == group) & ~vector]] = False
+    return combined
+
+
+def shrink(
+    model: keras.Model,
+    masks: dict[int, np.ndarray] | None = None,
+    *,
+    keep: dict[int, Any] | None = None,
+    graph: ChannelGraph | None = None,
+) -> keras.Model:
+    """Rebuilds ``model`` with the masked-out channels physically removed and every variable sliced.
+
+    Args:
+        model: a functional or Sequential model; ``ChannelMask`` layers in it are folded into ``masks``
+            and removed.
+        masks: per-group boolean keep-masks (``ChannelGraph.groups`` ids); groups not listed keep all.
+        keep: alternatively, per-group keep-indices.
+        graph: the model's ``ChannelGraph`` if already built.
+
+    Returns:
+        A new flat functional model (nested models are inlined) computing what the masked model computes.
+
+    Raises:
+        ValueError: unknown group, mask of the wrong size, a non-prunable group, a mask that empties a group,
+            keep-indices out of range. The input model is never modified.
+    """
+    graph = graph or ChannelGraph(model)
+    group_masks = graph.check_masks(masks or {})
+    if keep:
+        group_masks.update(graph.masks_from_keep(keep))
+    group_masks = graph.check_masks(_group_masks_from_channel_masks(graph, group_masks))
+
+    def resized(call: Call) -> Any:
+        spec = graph.spec(call.layer)
+        kept = int(graph.layout(call.outputs[0]).mask(group_masks).sum())
+        if spec is not None and spec.resize is not None and kept != call.outputs[0].shape[-1]:
+            return spec.resize(call.layer, kept)
+        return copy_layer(call.layer) if call.is_layer else call.layer
+
+    def sliced_weights(layer: keras.layers.Layer) -> list[np.ndarray]:
+        weights = []
+        for variable in layer.weights:
+            value = np.asarray(variable.numpy())
+            for binding in graph.bindings_of(variable):
+                value = np.take(value, np.flatnonzero(binding.layout.mask(group_masks)), axis=binding.axis)
+            weights.append(value)
+        return weights
+
+    copies = LayerCopies(resized, sliced_weights)
+
+    def call_fn(call: Call, args: tuple, kwargs: dict) -> Any:
+        if isinstance(call.layer, ChannelMask):
+            return args[0]
+        if not call.is_layer:  # an operation node: stateless, but its arguments may count channels
+            return resized(call)(*args, **kwargs)
+        return copies(call, args, kwargs)
+
+    return graph.walk.rebuild(call_fn)
+
+
+def insert_channel_masks(
+    model: keras.Model, masks: dict[int, np.ndarray] | None = None, *, graph: ChannelGraph | None = None
+) -> keras.Model:
+    """Returns a copy of ``model`` with a ``ChannelMask`` in front of every layer that consumes channels
+    (layers with dot products: convolutions, dense layers, and wrappers of them), set from the per-group
+    keep-``masks`` (all ones if None).
+
+    The copy shares no layer with ``model``: weights are copied. Use :func:`set_channel_masks` to change the
+    masks later and :func:`shrink` to remove the masked channels physically.
+    """
+    graph = graph or ChannelGraph(model)
+    group_masks = graph.check_masks(masks or {})
+    masked_tensors: dict[int, Any] = {}
+    copies = LayerCopies()
+
+    def mask_of(old_tensor: Any, new_tensor: Any) -> Any:
+        key = id(graph.walk.canonical(old_tensor))
+        if key not in masked_tensors:
+            mask_layer = ChannelMask(name=f"{old_tensor._keras_history.operation.name}_channel_mask")
+            masked_tensors[key] = mask_layer(new_tensor)
+            mask_layer.set_mask(graph.layout(old_tensor).mask(group_masks))
+        return masked_tensors[key]
+
+    def call_fn(call: Call, args: tuple, kwargs: dict) -> Any:
+        spec = graph.spec(call.layer)
+        if spec is not None and spec.dot_products(call) and not isinstance(call.layer, ChannelMask):
+            args = (mask_of(call.inputs[0], args[0]), *args[1:])
+        return copies(call, args, kwargs)
+
+    return graph.walk.rebuild(call_fn)
+
+
+def set_channel_masks(
+    masked_model: keras.Model, masks: dict[int, np.ndarray], *, graph: ChannelGraph | None = None
+) -> None:
+    """Sets the ``ChannelMask`` layers of a masked model from per-group keep-masks (groups of its graph)."""
+    graph = graph or ChannelGraph(masked_model)
+    group_masks = graph.check_masks(masks)
+    for call in graph.walk.calls:
+        if isinstance(call.layer, ChannelMask) and call.index == 0:
+            call.layer.set_mask(graph.layout(call.inputs[0]).mask(group_masks))

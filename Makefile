@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` (the main job end to end) and `make test` (ruff + pytest).
+# The README's two commands: `make demo` (the main job end to end) and `make test` (ruff + pytest);
+# `make test-fast` skips the tests marked slow (they train or convert large models), for everyday work.
 # Both create .venv, install the package and get Fashion-MNIST first, so they work on a fresh machine.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers for the two cores; PYTEST_ARGS= runs serially
 
-.PHONY: demo test lint data venv clean
+.PHONY: demo test test-fast lint data venv clean
 
 venv: $(STAMP)
 
@@ -37,6 +38,10 @@ lint: $(STAMP)
 # pytest exits 5 when it collects no test; say so instead of failing the build on it.
 test: lint data
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+test-fast: lint data
+	$(BIN)/pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean:

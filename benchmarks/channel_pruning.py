@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "models/resnet20_fashion_mnist.keras", "Reference .keras model.")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset of the model.")
 flags.DEFINE_list("targets", ["0.75", "0.5", "0.25"], "Fractions of the original MACs to keep.")
-flags.DEFINE_list("criteria", ["uniform", "l1", "l1@8"], "Criteria to compare; CRITERION@N keeps channel counts "
+flags.DEFINE_list("importances", ["uniform", "l1", "l1@8"], "Importances to compare; IMPORTANCE@N keeps channel counts "
                   "that are multiples of N.")
 flags.DEFINE_integer("finetune_epochs", 1, "Fine-tune epochs per variant.", lower_bound=0)
 flags.DEFINE_integer("train_limit", 20000, "Training images used for fine-tuning (0: all 60,000).", lower_bound=0)
@@ -42,18 +42,16 @@ COLUMNS = [
 
 def surgery_timing(name: str) -> dict:
     import keras
-    import numpy as np
 
-    from tfcompress import surgery
     from tfcompress.graph import ChannelGraph
-    from tfcompress.pruning import get_criterion, plan_channels
+    from tfcompress.pruning import get_importance, plan_channels, shrink
 
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
     start = time.perf_counter()
     graph = ChannelGraph(model)
-    plan = plan_channels(graph, get_criterion("l1")(graph, np.random.default_rng(0)), ratio=0.3, scope="local")
+    plan = plan_channels(graph, get_importance("l1").scores(graph), target_channels=0.7, scope="local")
     planned = time.perf_counter()
-    surgery.shrink(model, plan.masks, graph=graph)
+    shrink(model, plan.masks, graph=graph)
     done = time.perf_counter()
     return {"model": name, "layers": len(model.layers), "groups": len(graph.groups),
             "graph_and_plan_s": round(planned - start, 2), "shrink_s": round(done - planned, 2),
@@ -84,17 +82,17 @@ def main(argv: list[str]) -> None:
                   flush=True)
 
         measure("unpruned", model, accuracy_pruned=None)
-        for label in FLAGS.criteria:
-            criterion, _, multiple = label.partition("@")
+        for label in FLAGS.importances:
+            importance, _, multiple = label.partition("@")
             for target in (float(t) for t in FLAGS.targets):
-                small, _ = tfc.pruning.prune_channels(model, criterion, target_macs=target,
-                                                      channel_multiple=int(multiple or 1))
+                small = tfc.pruning.prune_channels(model, importance, target_macs=target,
+                                                   channel_multiple=int(multiple or 1)).model
                 accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
                 if FLAGS.finetune_epochs:
                     steps = FLAGS.finetune_epochs * int(train.cardinality())
                     tfc.training.compile_classifier(small, tfc.training.sgd(FLAGS.lr, steps, "cosine"))
                     small.fit(train, epochs=FLAGS.finetune_epochs, verbose=0, shuffle=False)
-                name = criterion + (f", channels ×{multiple}" if multiple else "")
+                name = importance + (f", channels ×{multiple}" if multiple else "")
                 measure(f"{name} → {target:.0%} MACs", small, accuracy_pruned=accuracy_pruned)
     base = rows[0]
     for row in rows:

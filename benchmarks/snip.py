@@ -114,7 +114,7 @@ def main(argv: list[str]) -> None:
                 keras.utils.set_random_seed(seed)
                 fresh = tfc.zoo.build(name, (28, 28, 1), 10)
                 random_model = masks_lib.apply_masks(
-                    fresh, magnitude.random_masks(fresh, sparsity, scope="layer", prune_biases=True, seed=seed))
+                    fresh, magnitude.random_masks(fresh, sparsity, scope="local", prune_biases=True, seed=seed))
                 record(name, "random", sparsity, seed, train(random_model, FLAGS.epochs, seed, name))
 
                 try:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tfcompress import zoo
-from tfcompress.graph import BARRIER, ChannelGraph, UnsupportedLayerError, register_handler
+from tfcompress import specs, zoo
+from tfcompress.graph import ChannelGraph, UnsupportedLayerError
 from tfcompress.profile import profile
 
 
@@ -30,7 +30,7 @@ def test_resnet20_groups_follow_the_residual_streams():
 def test_depthwise_channels_belong_to_the_expanding_convolution():
     graph = ChannelGraph(zoo.mobilenet_v2((32, 32, 3), 10))
     group = _group_of(graph, "stage2_block0_expand")
-    members = {(name, b.weight, b.role) for name, b in group.members}
+    members = {(name, b.variable.name, b.role) for name, b in group.members}
     assert ("stage2_block0_dw", "kernel", "out") in members
     assert ("stage2_block0_project", "kernel", "in") in members
     assert group.size == 16 * 6
@@ -48,14 +48,14 @@ def test_flatten_maps_one_channel_to_a_block_of_dense_rows():
     ("mobilenet_v2", (32, 32, 3)), ("micronet", (32, 32, 3)),
 ])
 def test_cost_model_equals_profile_at_full_size_and_after_pruning(name, shape):
-    from tfcompress import surgery
+    from tfcompress.pruning import shrink
 
     model = zoo.build(name, shape, 10)
     graph = ChannelGraph(model)
     assert graph.cost(metric="macs") == profile(model).total.macs
     assert graph.cost(metric="params") == model.count_params()
     masks = {g.id: np.arange(g.size) % 3 != 0 for g in graph.prunable_groups}
-    small = surgery.shrink(model, masks, graph=graph)
+    small = shrink(model, masks, graph=graph)
     counts = {g: int(m.sum()) for g, m in masks.items()}
     assert graph.cost(counts, "macs") == profile(small).total.macs
     assert graph.cost(counts, "params") == small.count_params()
@@ -81,7 +81,7 @@ def test_squeeze_excite_concat_and_depthwise_multiplier_couplings():
     graph = ChannelGraph(_squeeze_excite_model())
     c1 = _group_of(graph, "c1")
     assert "se_expand" in c1.producers  # the SE gate scales c1's channels one to one
-    members = {(name, b.weight) for name, b in c1.members}
+    members = {(name, b.variable.name) for name, b in c1.members}
     assert {("se_reduce", "kernel"), ("dw", "kernel"), ("c2a", "kernel"), ("c3", "kernel")} <= members
     assert _group_of(graph, "se_reduce").prunable
     c3_in = next(b for name, b in _group_of(graph, "c2a").members if name == "c3")
@@ -100,19 +100,25 @@ def test_unknown_layer_error_names_it_and_says_how_to_register():
     with pytest.raises(UnsupportedLayerError) as error:
         ChannelGraph(model)
     assert "'mystery'" in str(error.value) and "Unknown" in str(error.value)
-    assert "register_handler" in str(error.value) and "barriers=" in str(error.value)
+    assert "tfcompress.specs.register" in str(error.value) and "barriers=" in str(error.value)
     graph = ChannelGraph(model, barriers=[Unknown])
     assert not _group_of(graph, "c").prunable
 
 
-def test_registered_barrier_handler_keeps_channels():
+def test_registered_barrier_spec_keeps_channels_and_overrides_stay_per_call():
     class Opaque(Unknown):
         pass
 
-    register_handler(Opaque, handler=BARRIER)
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, layers.Conv2D(2, 1)(Opaque()(layers.Conv2D(8, 1, name="c")(inputs))))
-    assert any("barrier" in reason for reason in _group_of(ChannelGraph(model), "c").reasons)
+    overrides = {Opaque: specs.LayerSpec(channels=specs.barrier)}
+    assert any("barrier" in reason for reason in _group_of(ChannelGraph(model, specs=overrides), "c").reasons)
+    with pytest.raises(UnsupportedLayerError):  # the override did not leak into the registry
+        ChannelGraph(model)
+    with specs.SPECS.scoped():
+        specs.register(Opaque, spec=specs.LayerSpec(channels=specs.barrier))
+        assert not _group_of(ChannelGraph(model), "c").prunable
+    assert specs.spec_for(Opaque) is None  # the scoped registration is gone
 
 
 def test_layer_normalization_over_channels_is_not_prunable():

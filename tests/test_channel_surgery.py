@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tfcompress import export, runtime, surgery, training, zoo
+from tfcompress import export, keras_graph, pruning, runtime, training, zoo
 from tfcompress.graph import ChannelGraph
-from tfcompress.pruning import ChannelMask
+from tfcompress.graph import ChannelMask
 
 RNG = np.random.default_rng(0)
 
@@ -48,8 +48,8 @@ def test_nested_models_and_shared_layers_keep_parity():
     merged = next(g for g in graph.groups.values() if "inner_conv" in g.producers)
     assert "shared" in merged.producers  # Add ties the shared conv's output to the nested block's output
     masks = random_masks(graph)
-    masked = surgery.insert_channel_masks(model, masks, graph=graph)
-    small = surgery.shrink(masked)
+    masked = pruning.insert_channel_masks(model, masks, graph=graph)
+    small = pruning.shrink(masked)
     x = RNG.normal(size=(3, 8, 8, 3)).astype("float32")
     assert relative_diff(masked(x), small(x)) <= 1e-5
     assert small.count_params() < model.count_params()
@@ -60,19 +60,19 @@ def test_shrink_leaves_its_input_untouched_and_validates_masks():
     before = [w.copy() for w in model.get_weights()]
     graph = ChannelGraph(model)
     group = graph.prunable_groups[0]
-    surgery.shrink(model, {group.id: np.arange(group.size) % 2 == 0}, graph=graph)
+    pruning.shrink(model, {group.id: np.arange(group.size) % 2 == 0}, graph=graph)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     with pytest.raises(ValueError, match="removes all"):
-        surgery.shrink(model, {group.id: np.zeros(group.size, bool)}, graph=graph)
+        pruning.shrink(model, {group.id: np.zeros(group.size, bool)}, graph=graph)
     with pytest.raises(ValueError, match=r"must be in \[0, 16\)"):
-        surgery.shrink(model, keep={group.id: [0, 16]}, graph=graph)
+        pruning.shrink(model, keep={group.id: [0, 16]}, graph=graph)
     with pytest.raises(ValueError, match="channels, mask has"):
-        surgery.shrink(model, {group.id: np.ones(3, bool)}, graph=graph)
+        pruning.shrink(model, {group.id: np.ones(3, bool)}, graph=graph)
     logits = next(g for g in graph.groups.values() if "logits" in g.producers)
     with pytest.raises(ValueError, match="not prunable: model output"):
-        surgery.shrink(model, {logits.id: np.arange(10) > 0}, graph=graph)
+        pruning.shrink(model, {logits.id: np.arange(10) > 0}, graph=graph)
     with pytest.raises(ValueError, match="unknown group"):
-        surgery.shrink(model, {999: np.ones(1, bool)}, graph=graph)
+        pruning.shrink(model, {999: np.ones(1, bool)}, graph=graph)
 
 
 def test_shrunk_model_trains_saves_reloads_and_exports(tmp_path):
@@ -80,7 +80,7 @@ def test_shrunk_model_trains_saves_reloads_and_exports(tmp_path):
     x = RNG.normal(size=(64, 32, 32, 1)).astype("float32")
     training.recalibrate_batch_norm(model, [x[:32], x[32:]])
     graph = ChannelGraph(model)
-    small = surgery.shrink(model, random_masks(graph, 0.5), graph=graph)
+    small = pruning.shrink(model, random_masks(graph, 0.5), graph=graph)
     training.compile_classifier(small, training.sgd(0.01, 2, "constant"))
     history = small.fit(x, RNG.integers(0, 10, 64), batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -98,27 +98,27 @@ def test_masked_model_round_trips_and_shrinks_the_same(tmp_path):
     training.recalibrate_batch_norm(model, [x])
     graph = ChannelGraph(model)
     masks = random_masks(graph, 0.6, seed=1)
-    masked = surgery.insert_channel_masks(model, masks, graph=graph)
+    masked = pruning.insert_channel_masks(model, masks, graph=graph)
     assert sum(isinstance(layer, ChannelMask) for layer in masked.layers) > 20
     path = tmp_path / "masked.keras"
     masked.save(path)
     reloaded = keras.models.load_model(path)
-    direct = surgery.shrink(model, masks, graph=graph)
-    via_masks = surgery.shrink(reloaded)
+    direct = pruning.shrink(model, masks, graph=graph)
+    via_masks = pruning.shrink(reloaded)
     assert direct.count_params() == via_masks.count_params()
     assert relative_diff(direct(x[:4]), via_masks(x[:4])) <= 1e-5
     assert relative_diff(masked(x[:4]), direct(x[:4])) <= 1e-5
     # masks can be changed in place; all-ones masks give back the dense model's outputs
-    surgery.set_channel_masks(masked, {})
+    pruning.set_channel_masks(masked, {})
     assert relative_diff(model(x[:4]), masked(x[:4])) <= 1e-5
 
 
 def test_replace_layers_copies_kept_layers_unless_asked_to_share():
     model = zoo.lenet_300_100()
-    replaced = surgery.replace_layers(model, lambda layer: None)
+    replaced = keras_graph.replace_layers(model, lambda layer: None)
     x = RNG.normal(size=(2, 28, 28, 1)).astype("float32")
     np.testing.assert_allclose(replaced(x), model(x), atol=1e-6)
     replaced.get_layer("fc1").kernel.assign(np.zeros((784, 300), "float32"))
     assert np.abs(model.get_layer("fc1").kernel.numpy()).sum() > 0  # the original is untouched
-    shared = surgery.replace_layers(model, lambda layer: None, share_weights=True)
+    shared = keras_graph.replace_layers(model, lambda layer: None, share_weights=True)
     assert shared.get_layer("fc1") is model.get_layer("fc1")

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import tfcompress as tfc
 from tests.conftest import REPO, run_script
-from tfcompress import export, runtime
+from tfcompress import export, runtime, specs
 
 LENET5 = REPO / "models" / "lenet5_fashion_mnist.keras"
 RESNET20 = REPO / "models" / "resnet20_fashion_mnist.keras"
@@ -110,9 +110,11 @@ class TimesTwoForTraining(keras.layers.Layer):
         return inputs * 2.0 + tf.math.lgamma(tf.ones_like(inputs))  # lgamma(1) = 0: an op TFLite cannot run
 
 
-@export.register_strip(TimesTwoForTraining)
 def _strip_times_two(layer, inputs):
     return keras.layers.Rescaling(2.0, name=f"{layer.name}_plain")(inputs)
+
+
+specs.register(TimesTwoForTraining, spec=specs.LayerSpec(strip=_strip_times_two))
 
 
 def test_strip_replaces_registered_and_inference_noop_layers():

@@ -32,19 +32,19 @@ def test_polynomial_decay_matches_tfmot_semantics() -> None:
 
 def test_random_masks_exact_counts_per_layer_and_global() -> None:
     model = _model()
-    per_layer = magnitude.random_masks(model, 0.75, scope="layer", seed=0)
+    per_layer = magnitude.random_masks(model, 0.75, scope="local", seed=0)
     sizes = {"conv": 36, "fc": 64 * 12, "out": 36}
     assert {k: int(v["kernel"].sum()) for k, v in per_layer.items()} == {k: round(n / 4) for k, n in sizes.items()}
     global_masks = magnitude.random_masks(model, 0.75, scope="global", prune_biases=True, seed=0)
     total = sum(sizes.values()) + 4 + 12 + 3
     assert sum(int(m.sum()) for per in global_masks.values() for m in per.values()) == round(total / 4)
-    other = magnitude.random_masks(model, 0.75, scope="layer", seed=1)
+    other = magnitude.random_masks(model, 0.75, scope="local", seed=1)
     assert not np.array_equal(other["fc"]["kernel"], per_layer["fc"]["kernel"])
 
 
 def test_magnitude_pruning_keeps_the_largest_weights() -> None:
     model = _model()
-    masks = magnitude.magnitude_masks(model, 0.5, scope="layer")
+    masks = magnitude.magnitude_masks(model, 0.5, scope="local")
     kernel = np.abs(model.get_layer("fc").kernel.numpy())
     assert kernel[masks["fc"]["kernel"]].min() >= kernel[~masks["fc"]["kernel"]].max()
     pruned = magnitude.prune_magnitude(model, 0.9, scope="global")

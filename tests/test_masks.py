@@ -52,7 +52,7 @@ def test_pruned_weights_stay_zero_under_momentum_and_weight_decay(optimizer: str
     model = masks_lib.wrap(_small_model(), prune_biases=True)
     model.compile(optimizer=OPTIMIZERS[optimizer](), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)  # the optimizer now holds momentum / Adam moments
-    masks = magnitude.random_masks(model, 0.7, scope="layer", prune_biases=True, seed=1)
+    masks = magnitude.random_masks(model, 0.7, scope="local", prune_biases=True, seed=1)
     for layer in model.layers:
         if isinstance(layer, masks_lib.WeightMask):
             layer.set_masks(masks[layer.name])
@@ -139,7 +139,7 @@ def test_sparse_and_int8_exports_are_smaller() -> None:
     model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(256),
                               keras.layers.Dense(10)])
     dense_blob = export.to_tflite(model, "float32")
-    masked = masks_lib.apply_masks(model, magnitude.magnitude_masks(model, 0.9, scope="layer"))
+    masked = masks_lib.apply_masks(model, magnitude.magnitude_masks(model, 0.9, scope="local"))
     sparse_blob = export.to_tflite(masked, "float32", sparse=True)
     plain_blob = export.to_tflite(masked, "float32")
     dense_size, masked_size = export.size_report(dense_blob), export.size_report(plain_blob)
@@ -159,7 +159,7 @@ def test_masks_from_scores_keeps_exactly_kappa() -> None:
     kept = np.concatenate([scores[n]["kernel"][masks[n]["kernel"]] for n in scores])
     pruned = np.concatenate([scores[n]["kernel"][~masks[n]["kernel"]] for n in scores])
     assert kept.min() >= pruned.max()
-    per_layer = masks_lib.masks_from_scores(scores, 0.9, scope="layer")
+    per_layer = masks_lib.masks_from_scores(scores, 0.9, scope="local")
     assert per_layer["a"]["kernel"].sum() == 10 and per_layer["b"]["kernel"].sum() == 5
     assert masks_lib.mask_sparsity(per_layer)["total"] == pytest.approx(0.9)
 

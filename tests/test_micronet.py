@@ -8,7 +8,8 @@ import pytest
 from keras import layers
 
 from tests.conftest import run_script
-from tfcompress import files, micronet, zoo
+from tfcompress import files, micronet, specs, zoo
+from tfcompress.specs import counting
 
 
 def fill_nonzero(model: keras.Model) -> keras.Model:
@@ -150,7 +151,7 @@ def test_a_stray_zero_keeps_a_kernel_dense():
     model.get_layer("conv2").set_weights([kernel, bias])
     # sparse storage (24,999 × 16 bit + 25,000-bit mask) is larger than dense: dense is counted
     assert rows_by_name(micronet.score(model))["conv2"].params == before
-    assert micronet.sparse_params(25_000, 24_999, 16) == 25_000 * 16 / 32
+    assert counting.sparse_params(25_000, 24_999, 16) == 25_000 * 16 / 32
 
 
 class _Ternary(layers.Layer):
@@ -173,20 +174,20 @@ def _model_with_ternary():
 
 
 def test_unknown_layer_is_refused_naming_it_and_the_hook():
-    with pytest.raises(ValueError, match=r"'tern' \(_Ternary\).*register_counter"):
+    with pytest.raises(ValueError, match=r"'tern' \(tests\.test_micronet\._Ternary\).*specs\.extend"):
         micronet.score(_model_with_ternary())
 
 
-def test_registered_counter_and_per_layer_override(monkeypatch):
+def test_registered_counter_and_per_layer_override():
     result = micronet.score(_model_with_ternary(), overrides={"tern": _ternary_counter})
     row = rows_by_name(result)["tern"]
     assert (row.params, row.mults, row.adds, row.ops, row.note) == (1.0, 8.0, 10.0, 7.0, "custom")
 
-    monkeypatch.setitem(micronet.COUNTERS, _Ternary, _ternary_counter)
-    assert rows_by_name(micronet.score(_model_with_ternary()))["tern"].ops == 7.0
-
-    with pytest.raises(ValueError, match="name no layer"):
-        micronet.score(_model_with_ternary(), overrides={"typo": _ternary_counter})
+    with specs.SPECS.scoped():
+        specs.register(_Ternary, spec=specs.LayerSpec(micronet=_ternary_counter))
+        assert rows_by_name(micronet.score(_model_with_ternary()))["tern"].ops == 7.0
+        with pytest.raises(ValueError, match="name no layer"):
+            micronet.score(_model_with_ternary(), overrides={"typo": _ternary_counter})
 
 
 def test_bad_arguments_are_refused():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tfcompress import zoo
-from tfcompress.profile import MAC_RULES, LayerCall, layer_calls, profile
+from tfcompress import specs, zoo
+from tfcompress.keras_graph import Call, GraphWalk
+from tfcompress.profile import profile
 
 
 def rows_by_name(report):
@@ -158,14 +159,20 @@ def test_unknown_layer_keeps_its_params_and_is_flagged():
     rows = rows_by_name(profile(keras.Model(inputs, outputs)))
     assert rows["mystery"].params == 3
     assert rows["mystery"].macs == 0
-    assert "no MAC rule for _ChannelScale" in rows["mystery"].note
+    assert "no spec for _ChannelScale" in rows["mystery"].note
 
 
-def test_registering_a_rule_counts_a_new_layer(monkeypatch):
-    monkeypatch.setitem(MAC_RULES, _ChannelScale, lambda call: int(np.prod(call.output_shape)))
+def test_a_spec_with_dot_products_counts_a_new_layer():
+    def dot_products(call):  # the scale vector is used once per position
+        return [specs.DotProduct(call.layer.scale, positions=16, outputs=48)]
+
     inputs = keras.Input((4, 4, 3))
-    rows = rows_by_name(profile(keras.Model(inputs, _ChannelScale(name="mystery")(inputs))))
+    model = keras.Model(inputs, _ChannelScale(name="mystery")(inputs))
+    with specs.SPECS.scoped():
+        specs.register(_ChannelScale, spec=specs.LayerSpec(dot_products=dot_products))
+        rows = rows_by_name(profile(model))
     assert rows["mystery"].macs == 4 * 4 * 3 and rows["mystery"].note == ""
+    assert "no spec" in rows_by_name(profile(model))["mystery"].note  # the registration did not leak
 
 
 def test_unknown_spatial_size_is_refused_with_the_layer_name():
@@ -186,10 +193,10 @@ def test_to_dict_round_trips_through_json_and_table_lists_every_layer():
     assert "2,293,000" in table
 
 
-def test_layer_calls_are_in_topological_order():
-    calls = layer_calls(zoo.resnet_cifar(20, (32, 32, 3), 10))
-    assert isinstance(calls[0], LayerCall) and calls[0].name == "image"
+def test_the_walker_gives_calls_in_topological_order_with_their_parents():
+    calls = GraphWalk(zoo.resnet_cifar(20, (32, 32, 3), 10)).calls
+    assert isinstance(calls[0], Call) and calls[0].name == "stem"
     position = {call.name: i for i, call in enumerate(calls)}
     assert position["stem"] < position["stage1_block0_conv1"] < position["stage1_block0_add"] < position["logits"]
     add = calls[position["stage1_block0_add"]]
-    assert {layer.name for layer in add.inbound_layers} == {"stage1_block0_conv2_bn", "stem_relu"}
+    assert {parent.layer.name for parent in add.parents} == {"stage1_block0_conv2_bn", "stem_relu"}

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfcompress import export, runtime, surgery, training, zoo
+from tfcompress import export, runtime, training, zoo
 from tfcompress.graph import ChannelGraph
 from tfcompress.profile import profile
-from tfcompress.pruning import get_criterion, plan_channels
+from tfcompress.pruning import get_importance, insert_channel_masks, plan_channels, shrink
 
 ZOO = [
     ("lenet_300_100", (28, 28, 1)), ("lenet5", (28, 28, 1)), ("resnet20", (32, 32, 3)), ("resnet56", (32, 32, 3)),
@@ -39,11 +39,11 @@ def test_prune_30_percent_of_every_group(name):
     training.recalibrate_batch_norm(model, [x])  # realistic activations: random-init BN statistics vanish
     graph = ChannelGraph(model)
     assert graph.prunable_groups, name
-    plan = plan_channels(graph, get_criterion("l1")(graph, np.random.default_rng(0)), ratio=0.3, scope="local")
+    plan = plan_channels(graph, get_importance("l1").scores(graph), target_channels=0.7, scope="local")
     assert set(plan.masks) == {g.id for g in graph.prunable_groups if round(0.3 * g.size) > 0}
 
-    masked = surgery.insert_channel_masks(model, plan.masks, graph=graph)
-    small = surgery.shrink(model, plan.masks, graph=graph)
+    masked = insert_channel_masks(model, plan.masks, graph=graph)
+    small = shrink(model, plan.masks, graph=graph)
     reference = masked(x[:4], training=False)
     assert np.ptp(reference) > 1e-3, "degenerate outputs would make parity meaningless"
     assert _relative_diff(reference, small(x[:4], training=False)) <= 1e-5

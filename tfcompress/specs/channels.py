@@ -12,18 +12,36 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 
 from tfcompress.keras_graph import Call, known_size
 from tfcompress.specs.layout import Layout
 
-if TYPE_CHECKING:
-    from tfcompress.graph.channel_graph import GraphBuilder
-
-ChannelRule = Callable[[Call, list[Layout], "GraphBuilder"], list[Layout]]
 ROLES = ("out", "in", "norm", "param")
+
+
+class GraphBuilder(Protocol):
+    """What a channel rule may ask of the graph being built (:class:`tfcompress.graph.GraphBuilder` is one)."""
+
+    def new_group(self, size: int, owner: str, reason: str = "") -> Layout:
+        """A fresh group of ``size`` channels (not prunable when a ``reason`` is given)."""
+
+    def producer_group(self, call: Call, size: int) -> Layout:
+        """The output group of a producing layer (the same group at every call of a shared layer)."""
+
+    def union(self, layouts: list[Layout], where: str) -> Layout:
+        """Couples the channels of ``layouts`` position by position."""
+
+    def block(self, layout: Layout, reason: str) -> None:
+        """Marks every group in ``layout`` as not prunable."""
+
+    def bind(self, call: Call, variable: Any, axis: int, layout: Layout, role: str) -> None:
+        """Records that ``variable``'s ``axis`` indexes ``layout``'s channels."""
+
+
+ChannelRule = Callable[[Call, list[Layout], GraphBuilder], list[Layout]]
 
 
 @dataclasses.dataclass(frozen=True)

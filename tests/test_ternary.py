@@ -9,7 +9,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from tfcompress import export, micronet, runtime
-from tfcompress.quantization import ec2t, scoring, ternary, ttq
+from tfcompress.quantization import ec2t, scoring, ternary, ternary_counting, ttq
 
 
 def _dense(mode="ternary", reference_wn_gradient=False):
@@ -176,14 +176,14 @@ def test_layer_type_that_cannot_be_ternarized():
 
 
 def test_tree_adder_by_hand():
-    assert scoring.tree_adder(5) == (4, 2 * 16 + 17 + 18)
-    assert scoring.tree_adder(1) == (0, 0) and scoring.tree_adder(0) == (0, 0)
-    assert scoring.tree_adder(2) == (1, 16)
-    assert scoring.tree_adder(8, start_bits=31) == (7, 4 * 31 + 2 * 32 + 1 * 32)  # width capped at 32
+    assert ternary_counting.tree_adder(5) == (4, 2 * 16 + 17 + 18)
+    assert ternary_counting.tree_adder(1) == (0, 0) and ternary_counting.tree_adder(0) == (0, 0)
+    assert ternary_counting.tree_adder(2) == (1, 16)
+    assert ternary_counting.tree_adder(8, start_bits=31) == (7, 4 * 31 + 2 * 32 + 1 * 32)  # width capped at 32
 
 
 def test_param_formats_by_hand():
-    formats = scoring.ternary_param_formats(numel=100, nonzero=30, rows=4, param_bits=16)
+    formats = ternary_counting.ternary_param_formats(numel=100, nonzero=30, rows=4, param_bits=16)
     assert formats == {
         "masked": (30 * 16 + 100) / 32,  # 18.125
         "2-bit codes": 8,  # ⌈(200 + 32)/32⌉

@@ -141,3 +141,12 @@ def test_subclassed_model_is_refused_with_a_way_out():
     net(np.zeros((1, 8, 8, 3), "float32"))
     with pytest.raises(ValueError, match="functional API"):
         ChannelGraph(net)
+
+
+def test_channels_first_is_refused_by_the_graph_and_counted_by_the_profile():
+    inputs = keras.Input((3, 8, 8))
+    x = layers.Conv2D(4, 3, padding="same", data_format="channels_first", name="cf")(inputs)
+    model = keras.Model(inputs, layers.Flatten()(x))
+    assert profile(model).total.macs == 3 * 3 * 3 * 4 * 8 * 8  # positions are H·W, not C·H
+    with pytest.raises(UnsupportedLayerError, match=r"'cf'.*channels_first.*channels_last"):
+        ChannelGraph(model)

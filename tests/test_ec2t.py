@@ -211,7 +211,16 @@ def test_ternarize_script_end_to_end(tmp_path):
     assert report["method"] == "ec2t" and report["float_test_accuracy"] == pytest.approx(0.8984)
     assert [row["name"] for row in report["codes"]["layers"]] == ["conv2"]  # LeNet-5: not the stem, not the FCs
     assert report["micronet"]["score"] < report["micronet"]["float_score"]
-    stripped = keras.models.load_model(output)  # plain Keras: loads without the ternary classes
+    assert report["compression_layers"] == {"TernaryConv2D": ["conv2"]}
+    kept = keras.models.load_model(output)  # ternary layers kept (registered when tfcompress is imported)
+    conv2 = kept.get_layer("conv2")
+    assert isinstance(conv2, ternary.TernaryConv2D) and conv2.assignment_frozen
+    assert np.unique(keras.ops.convert_to_numpy(conv2.ternary_kernel())).size == 3
+
+    plain_output = tmp_path / "lenet5_ec2t_plain.keras"
+    run_script("ternarize", f"--model={REPO / 'models' / 'lenet5_fashion_mnist.keras'}", "--epochs=1",
+               "--retrain_epochs=0", "--train_limit=128", "--strip", f"--output={plain_output}")
+    stripped = keras.models.load_model(plain_output)  # plain Keras: loads without the ternary classes
     assert type(stripped.get_layer("conv2")) is keras.layers.Conv2D
     assert np.unique(stripped.get_layer("conv2").kernel.numpy()).size == 3
 

@@ -170,6 +170,7 @@ def test_export_evaluate_scripts_round_trip(tmp_path):
     report = json.loads((tmp_path / "lenet5_int8.tflite.json").read_text())
     assert report["parity"]["top1_agreement"] >= 0.99
     assert report["size"]["tflite_bytes"] == output.stat().st_size
+    assert report["stripped"] == {}  # a plain model: nothing to strip (tests/test_script_composition.py: the rest)
     evaluation = tmp_path / "eval.json"
     run_script("evaluate", f"--model={output}", f"--json={evaluation}")
     result = json.loads(evaluation.read_text())

@@ -219,6 +219,18 @@ def test_score_script_writes_json(tmp_path):
     assert written["precision"]["param_bits"] == 32
     assert "conv2" in process.stdout and "score" in process.stdout
 
+    from tfcompress.quantization import ec2t, scoring, ternary  # a model carrying ternary layers (ternarize.py's)
+
+    ternary_model = ternary.ternarize(model, ["conv2", "fc1"], initialize=ec2t.initializer(0.3))
+    ternary_path = files.save_model(ternary_model, tmp_path / "lenet5_ternary.keras")
+    ternary_output = tmp_path / "score_ternary.json"
+    process = run_script("score", f"--model={ternary_path}", f"--json={ternary_output}")
+    written = json.loads(ternary_output.read_text())
+    expected = scoring.micronet_score(ternary_model)
+    assert written["score"] == pytest.approx(expected.score) and expected.score < micronet.score(model).score
+    assert written["total"]["params"] == pytest.approx(expected.total.params)
+    assert "TernaryConv2D" in process.stdout and "ternary" in process.stdout
+
     missing = run_script("score", f"--model={tmp_path / 'nope.keras'}", check=False)
     assert missing.returncode != 0 and "no such file" in missing.stderr
 

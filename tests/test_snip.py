@@ -193,7 +193,15 @@ def test_script_prints_layer_sparsity_and_error(tmp_path) -> None:
     assert "fc1" in process.stdout and "test error" in process.stdout
     sidecar = json.loads((tmp_path / "lenet.keras.json").read_text())
     assert sidecar["layer_sparsity"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-4)
-    plain = tfc.export.load_keras_model(output)  # plain layers: loads without tfcompress's custom objects
+    masked = tfc.export.load_keras_model(output)  # WeightMask layers kept: the next program keeps the zeros
+    assert sorted(masks_lib.get_masks(masked)) == sorted(sidecar["weight_masks"]) == ["fc1", "fc2", "logits"]
+    kept = sum(int(m.sum()) for per in masks_lib.get_masks(masked).values() for m in per.values())
+    assert kept == masks_lib.weight_sparsity(masked, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
+    stripped = tmp_path / "lenet_plain.keras"
+    run_script("snip", "--model=lenet_300_100", "--target_sparsity=0.9", "--epochs=1", "--train_limit=200",
+               "--strip", f"--output={stripped}")
+    plain = tfc.export.load_keras_model(stripped)
+    assert {type(layer) for layer in plain.layers} >= {keras.layers.Dense} and not masks_lib.get_masks(plain)
     assert masks_lib.weight_sparsity(plain, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
     bad = run_script("snip", "--model=lenet_300_100", "--target_sparsity=0.99999", "--epochs=1",
                      f"--output={tmp_path / 'bad.keras'}", check=False)

@@ -97,7 +97,7 @@ def variants(model, options: dict) -> list[tuple[str, Callable[[], Any], dict[st
         ("float32 (before)", lambda: model, {"quantization": "float32"}),
         ("int8 PTQ", lambda: model, {"quantization": "int8"}),
         ("L1 channels → 50 % MACs, fine-tuned 1 epoch, int8",
-         lambda: finetuned(tfc.pruning.prune_channels(model, "l1", target_macs=0.5)[0]), {"quantization": "int8"}),
+         lambda: finetuned(tfc.pruning.prune_channels(model, "l1", target_macs=0.5).model), {"quantization": "int8"}),
         ("magnitude 90 % sparse, fine-tuned 1 epoch, int8 sparse",
          lambda: finetuned(tfc.pruning.magnitude.prune_magnitude(model, 0.9)),
          {"quantization": "int8", "sparse": True}),

@@ -4,6 +4,9 @@
         --dataset=fashion_mnist --output=/tmp/resnet20_int8.tflite
 
 Writes OUTPUT atomically and OUTPUT.json (sizes, parity with the Keras model on the test split, flags).
+Compression layers (WeightMask from ``scripts/snip.py`` and ``scripts/prune.py``, ternary layers from
+``scripts/ternarize.py``) are stripped into plain layers first: zeros in place, ternary kernels with their three
+values (after int8's BatchNorm folding and per-channel scales, at most three per output channel).
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ flags.register_validator("output", lambda v: v is None or v.endswith(".tflite"),
 def main(argv: list[str]) -> None:
     del argv
     from tfcompress import export, files, runtime
+    from tfcompress.cli import compression
     from tfcompress.cli.flags import dataset_for_model
 
     output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
     model = export.load_keras_model(FLAGS.model)
+    stripped = compression.compression_layers(model)
+    if stripped:
+        print(f"stripping into plain layers: {compression.describe(model)}")
     calibration = None
     if FLAGS.quantization == "int8":
         calibration = dataset_for_model(model.input_shape, "train", shuffle=True, seed=0)
@@ -40,7 +47,7 @@ def main(argv: list[str]) -> None:
         model, FLAGS.quantization, representative_data=calibration, num_calibration_samples=FLAGS.num_calibration,
         int8_io=FLAGS.int8_io, sparse=FLAGS.sparse,
     )
-    report = {"size": export.size_report(flatbuffer, model).to_dict()}
+    report = {"size": export.size_report(flatbuffer, model).to_dict(), "stripped": stripped}
     if FLAGS.parity_examples:
         test = dataset_for_model(model.input_shape, "test")
         report["parity"] = runtime.parity(model, flatbuffer, test, limit=FLAGS.parity_examples).to_dict()

@@ -1,11 +1,24 @@
 """Prunes channels of a .keras model physically (dependency-aware), optionally fine-tunes, and saves it.
 
-    python scripts/prune.py --model=models/resnet20_fashion_mnist.keras --criterion=l1 --target_macs=0.5 \
+    python scripts/prune.py --model=models/resnet20_fashion_mnist.keras --importance=l1 --target_macs=0.5 \
         --finetune_epochs=2 --output=/tmp/resnet20_l1_50.keras
+    python scripts/prune.py --model=/tmp/resnet20_fresh.keras --plan=/tmp/resnet20_l1_50.keras.json \
+        --finetune_epochs=30 --output=/tmp/resnet20_l1_50_scratch.keras      # the same channels, from scratch
 
-Prints every channel group's count before and after and the profile (params, MACs); writes OUTPUT (.keras),
-and OUTPUT.json with the kept channel counts and indices per group (to retrain the architecture from scratch,
-as the NetAdapt work recommends), accuracy before/after and the flags.
+Every target is the fraction of the original KEPT (``--target_channels``, ``--target_macs`` or
+``--target_params``); ``--plan`` applies a saved plan instead (OUTPUT.json of an earlier run, or
+``PruningPlan.save``) to a model of the same architecture, e.g. a freshly initialized zoo model, to retrain the
+pruned architecture from scratch (as the NetAdapt work recommends).
+
+Compression layers are kept: WeightMask layers (``scripts/snip.py``) keep their masks, sliced with their kernels,
+and their zeros stay exactly zero through the fine-tune; ternary layers (``scripts/ternarize.py``) stay ternary
+(a model with ternary layers is fine-tuned as EC2T's retrain phase: assignment frozen, Adam, centroids at a
+tenth of ``--lr``). A plain sparse model would refill its zeros when fine-tuned: ``--keep_zeros`` (on by default
+when the prunable kernels are at least half exact zeros) wraps its layers in WeightMask layers that keep them.
+
+Prints every channel group's count before and after and the profile (params, MACs); writes OUTPUT (.keras,
+compression layers kept; ``scripts/export.py`` strips them) and OUTPUT.json: the plan (re-appliable with
+``--plan``), accuracy before / pruned / fine-tuned, what was kept, and the flags. Both atomically.
 """
 
 from __future__ import annotations
@@ -14,26 +27,54 @@ from absl import flags
 
 from tfcompress.cli.flags import define_dataset_flags
 
+IMPORTANCES = ["l1", "l2", "bn", "random", "snip", "taylor", "fisher", "uniform"]
+DATA_DRIVEN = ("snip", "taylor", "fisher")
+TARGETS = ("target_channels", "target_macs", "target_params")
+KEEP_ZEROS_THRESHOLD = 0.5  # --keep_zeros defaults to on from this fraction of exact zeros in prunable kernels
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Input .keras model.")
-flags.DEFINE_enum("criterion", "l1", ["l1", "l2", "bn", "random", "uniform"], "Channel importance criterion.")
-flags.DEFINE_float("target_macs", None, "Keep at most this fraction of the original MACs.")
-flags.DEFINE_float("target_params", None, "Keep at most this fraction of the original parameters.")
-flags.DEFINE_float("ratio", None, "Remove this fraction of the prunable channels.")
-flags.DEFINE_enum("scope", None, ["global", "local"], "Rank channels globally or inside each group.")
+flags.DEFINE_string("model", None, "Input .keras model (plain, or with WeightMask / ternary layers).")
+flags.DEFINE_enum("importance", "l1", IMPORTANCES,
+                  "Channel importance: l1, l2 (filter norms), bn (BatchNorm |γ|), random, snip, taylor, fisher "
+                  "(data-driven: --prune_batches batches of the training split), uniform (l1, same fraction "
+                  "removed from every group).")
+flags.DEFINE_integer("prune_batches", 4, "Training batches (of --batch_size) a data-driven importance "
+                     "(snip, taylor, fisher) is computed on.", lower_bound=1)
+flags.DEFINE_float("target_channels", None, "Keep this fraction of the prunable channels, in (0, 1].")
+flags.DEFINE_float("target_macs", None, "Keep at most this fraction of the original MACs, in (0, 1].")
+flags.DEFINE_float("target_params", None, "Keep at most this fraction of the original parameters, in (0, 1].")
+flags.DEFINE_string("plan", None, "Apply this saved plan (OUTPUT.json of an earlier run, or PruningPlan.save) "
+                    "instead of planning: same channels, e.g. on a freshly initialized model of the architecture.")
+flags.DEFINE_enum("scope", None, ["global", "local"],
+                  "Rank channels globally (default) or inside each group (uniform implies local).")
 flags.DEFINE_integer("channel_multiple", 1, "Round every kept channel count up to a multiple of this (8 suits "
                      "SIMD kernels such as XNNPACK's).", lower_bound=1)
-flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (SGD, cosine).", lower_bound=0)
-flags.DEFINE_float("lr", 0.01, "Fine-tuning learning rate.", lower_bound=0.0)
+flags.DEFINE_bool("keep_zeros", None,
+                  "Wrap plain layers holding exact zeros in WeightMask layers so that fine-tuning keeps them zero. "
+                  f"Default: on when the plain prunable kernels are ≥ {KEEP_ZEROS_THRESHOLD:.0%} zeros (a stripped "
+                  "sparse model). WeightMask layers of the input are always kept.")
+flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (SGD, cosine; EC2T retrain phase for "
+                     "ternary models).", lower_bound=0)
+flags.DEFINE_float("lr", None, "Fine-tuning learning rate (default 0.01 with SGD; 1e-4 with Adam for models with "
+                   "ternary layers, centroids at a tenth).", lower_bound=0.0)
 flags.DEFINE_integer("train_limit", None, "Fine-tune on the first N training examples only.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed (random criterion, shuffling).")
-flags.DEFINE_string("output", None, "Output .keras path.")
+flags.DEFINE_integer("seed", 0, "Seed (random importance, pruning batches, shuffling).")
+flags.DEFINE_string("output", None, "Output .keras path; OUTPUT.json beside it.")
 define_dataset_flags()
 flags.mark_flags_as_required(["model", "output"])
 flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
+for _target in TARGETS:
+    flags.register_validator(_target, lambda v: v is None or 0.0 < v <= 1.0,
+                             message=f"--{_target} is the fraction of the original kept: in (0, 1], e.g. 0.5")
 flags.register_multi_flags_validator(
-    ["target_macs", "target_params", "ratio"], lambda f: sum(v is not None for v in f.values()) == 1,
-    message="give exactly one of --target_macs, --target_params, --ratio",
+    [*TARGETS, "plan"], lambda f: sum(v is not None for v in f.values()) == 1,
+    message="give exactly one of --target_channels, --target_macs, --target_params (fractions kept) or --plan",
+)
+
+_OWN_FLAGS = (
+    "model", "importance", "prune_batches", "target_channels", "target_macs", "target_params", "plan", "scope",
+    "channel_multiple", "keep_zeros", "finetune_epochs", "lr", "train_limit", "seed", "dataset", "batch_size",
+    "output",
 )
 
 
@@ -42,43 +83,136 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
+    from tfcompress.cli import compression
     from tfcompress.cli.flags import dataset_for_model
 
-    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model])
+    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model, FLAGS.plan])
+    sidecar = tfc.files.check_output(output.with_name(output.name + ".json"), inputs=[FLAGS.model, FLAGS.plan])
+    if FLAGS.plan is not None:
+        ignored = [f"--{name}" for name in ("importance", "scope", "channel_multiple", "prune_batches")
+                   if FLAGS[name].present]
+        if ignored:
+            raise ValueError(f"--plan applies a saved plan: {', '.join(ignored)} would be ignored; leave them out")
+        saved_plan = _load_plan(FLAGS.plan)
     keras.utils.set_random_seed(FLAGS.seed)
     model = tfc.export.load_keras_model(FLAGS.model)
     test = dataset_for_model(model.input_shape, "test")
+    print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
     accuracy_before = tfc.training.evaluate(model, test)["accuracy"]
-    small, plan = tfc.pruning.prune_channels(
-        model, FLAGS.criterion, ratio=FLAGS.ratio, target_macs=FLAGS.target_macs,
-        target_params=FLAGS.target_params, scope=FLAGS.scope, seed=FLAGS.seed, channel_multiple=FLAGS.channel_multiple,
-    )
-    print(plan.table())
+
+    zero_fraction, holding_zeros = compression.plain_prunable_zeros(model)
+    keep_zeros = FLAGS.keep_zeros if FLAGS.keep_zeros is not None else zero_fraction >= KEEP_ZEROS_THRESHOLD
+    if zero_fraction or FLAGS.keep_zeros is not None:  # (a fresh model's zero biases go unmentioned)
+        how = "--keep_zeros" if FLAGS.keep_zeros is not None else (
+            f"default: ≥ {KEEP_ZEROS_THRESHOLD:.0%} zeros" if keep_zeros else f"default: < {KEEP_ZEROS_THRESHOLD:.0%}")
+        if not holding_zeros:
+            what = "no plain prunable layer holds zeros"
+        elif keep_zeros:
+            what = f"{', '.join(holding_zeros)} wrapped in WeightMask layers (their zeros stay zero in fine-tuning)"
+        else:
+            what = "fine-tuning may make their zeros non-zero"
+        print(f"keep_zeros {'on' if keep_zeros else 'off'} ({how}; the plain prunable kernels are "
+              f"{zero_fraction:.1%} zeros): {what}")
+    if keep_zeros and holding_zeros:
+        model = tfc.pruning.masks.apply_masks(model, compression.zero_masks(model, holding_zeros))
+
+    # Surgery slices weight masks and ternary assignments with their kernels: the compression layers stay.
+    if FLAGS.plan is not None:
+        small = tfc.pruning.apply_plan(model, saved_plan)
+        plan = _plan_after(saved_plan, model, small)
+    else:
+        data = None
+        if FLAGS.importance in DATA_DRIVEN:
+            data = dataset_for_model(model.input_shape, "train", shuffle=True, seed=FLAGS.seed)
+        result = tfc.pruning.prune_channels(
+            model, FLAGS.importance, target_channels=FLAGS.target_channels, target_macs=FLAGS.target_macs,
+            target_params=FLAGS.target_params, scope=FLAGS.scope, channel_multiple=FLAGS.channel_multiple,
+            data=data, num_batches=FLAGS.prune_batches, seed=FLAGS.seed,
+        )
+        small, plan = result.model, result.plan.to_dict()
+    print(_plan_table(plan))
     accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
+
     accuracy_finetuned = None
     if FLAGS.finetune_epochs:
         train = dataset_for_model(small.input_shape, "train", augment=True, seed=FLAGS.seed, limit=FLAGS.train_limit)
-        steps = FLAGS.finetune_epochs * int(train.cardinality())
-        tfc.training.compile_classifier(small, tfc.training.sgd(FLAGS.lr, steps, "cosine"))
-        small.fit(train, epochs=FLAGS.finetune_epochs, verbose="auto", shuffle=False)  # shuffled by tf.data
+        how = _finetune(small, train)
         accuracy_finetuned = tfc.training.evaluate(small, test)["accuracy"]
+        print(f"fine-tuned {FLAGS.finetune_epochs} epochs ({how}): accuracy {accuracy_finetuned:.4f}")
     print(tfc.profile.profile(small).table())
+    kept = compression.compression_layers(small)
+    sparsity = compression.masked_sparsity(small)
     tfc.files.save_model(small, output)
-    tfc.files.write_json(output.with_name(output.name + ".json"), {
+    tfc.files.write_json(sidecar, {
         "source": FLAGS.model,
         "accuracy_before": accuracy_before,
         "accuracy_pruned": accuracy_pruned,
         "accuracy_finetuned": accuracy_finetuned,
-        **plan.to_dict(),
-        "flags": {name: FLAGS[name].value for name in (
-            "model", "criterion", "target_macs", "target_params", "ratio", "scope", "channel_multiple",
-            "finetune_epochs", "lr",
-            "train_limit", "seed", "dataset", "output")},
+        **plan,
+        "compression_layers": kept,
+        "keep_zeros": {"enabled": bool(keep_zeros), "plain_prunable_zero_fraction": zero_fraction,
+                       "wrapped": sorted(holding_zeros) if keep_zeros else []},
+        "weight_mask_sparsity": sparsity,
+        "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
     })
-    finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if accuracy_finetuned else ""
+    finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if FLAGS.finetune_epochs else ""
+    masked = f"; weight masks {sparsity['sparsity']:.1%} zeros" if sparsity["params"] else ""
     print(f"accuracy {accuracy_before:.4f} → pruned {accuracy_pruned:.4f}{finetuned}; "
-          f"MACs ×{plan.macs_after / plan.macs_before:.3f}, params ×{plan.params_after / plan.params_before:.3f} "
-          f"→ {output}")
+          f"MACs ×{plan['macs_after'] / plan['macs_before']:.3f}, "
+          f"params ×{plan['params_after'] / plan['params_before']:.3f}"
+          f"{masked}; compression layers kept: {compression.describe(small)} → {output}")
+
+
+def _finetune(model, train) -> str:
+    """Fine-tunes in place: EC2T's retrain phase for a model with ternary layers (they stay ternary), else SGD
+    with a cosine schedule (weight masks keep their zeros under any optimizer). Returns how."""
+    import tfcompress as tfc
+    from tfcompress.quantization import ec2t, ternary
+
+    if ternary.ternary_layers(model):
+        lr = FLAGS.lr if FLAGS.lr is not None else 1e-4
+        ternary.freeze_assignment(model)
+        ternary.fit(model, train, FLAGS.finetune_epochs, ec2t.EC2T(phase="retrain"), learning_rate=lr,
+                    centroid_learning_rate=lr / 10, verbose=2)
+        return f"ternary layers: assignment frozen, Adam {lr:g}, centroids {lr / 10:g}"
+    lr = FLAGS.lr if FLAGS.lr is not None else 0.01
+    steps = FLAGS.finetune_epochs * int(train.cardinality())
+    tfc.training.compile_classifier(model, tfc.training.sgd(lr, steps, "cosine"))
+    model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False)  # shuffled by tf.data
+    return f"SGD {lr:g}, cosine"
+
+
+def _load_plan(path: str) -> dict:
+    import tfcompress as tfc
+
+    try:
+        return tfc.pruning.PruningPlan.load(path)
+    except UnicodeDecodeError:  # a .keras or other binary file
+        raise ValueError(f"--plan {path} is not a JSON channel plan (OUTPUT.json of prune.py, or "
+                         "PruningPlan.save)") from None
+
+
+def _plan_after(saved: dict, model, small) -> dict:
+    """A saved plan's groups (only: an OUTPUT.json holds more) with the costs measured on ``model`` and on the
+    pruned ``small``."""
+    from tfcompress.graph import ChannelGraph
+
+    before, after = ChannelGraph(model), ChannelGraph(small)
+    return {"format": saved["format"], "groups": saved["groups"],
+            "macs_before": before.cost(metric="macs"), "macs_after": after.cost(metric="macs"),
+            "params_before": before.cost(metric="params"), "params_after": after.cost(metric="params")}
+
+
+def _plan_table(plan: dict) -> str:
+    lines = [f"{'before':>6}  {'after':>6}  group"]
+    for group in plan["groups"]:
+        changed = group["channels_after"] != group["channels_before"]
+        lines.append(f"{group['channels_before']:>6}  {group['channels_after']:>6}  {group['name']}"
+                     f"{'  *' if changed else ''}")
+    lines.append(f"MACs {plan['macs_before']:,} → {plan['macs_after']:,} "
+                 f"({plan['macs_after'] / plan['macs_before']:.1%}); params {plan['params_before']:,} → "
+                 f"{plan['params_after']:,} ({plan['params_after'] / plan['params_before']:.1%})")
+    return "\n".join(lines)
 
 
 def run() -> None:

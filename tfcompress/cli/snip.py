@@ -2,12 +2,15 @@
 
     python scripts/snip.py --model=lenet5 --dataset=fashion_mnist --target_sparsity=0.95 --epochs=10 \
         --output=/tmp/lenet5_snip95.keras
+    python scripts/snip.py --model=models/lenet5_fashion_mnist.keras --init=model --target_sparsity=0.9 \
+        --epochs=2 --output=/tmp/lenet5_trained_snip90.keras   # saliency of a trained model's own weights
 
 Lee, Ajanthan & Torr, ICLR 2019 (REFERENCE.md §4): variance-scaling init, connection sensitivity |g·w| on one
 batch of ``--batch_size`` training images, global top-κ, the mask applied to a fresh init, SGD training.
-Prints the per-layer sparsity and the test error. Writes OUTPUT (a plain .keras model with the pruned weights
-at zero, ready for ``scripts/export.py --sparse``) and OUTPUT.json (per-layer sparsity, test error, pre-pass
-time, flags), both atomically.
+Prints the per-layer sparsity and the test error. Writes OUTPUT and OUTPUT.json (per-layer sparsity, test error,
+pre-pass time, flags), both atomically. OUTPUT keeps the WeightMask layers, so that the next program keeps the
+zeros (``scripts/prune.py`` fine-tunes with the masks; ``scripts/export.py --sparse`` strips them into plain
+layers with zeros in place); ``--strip`` saves plain layers instead (loadable without tfcompress).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from absl import flags
 from tfcompress.cli.flags import define_dataset_flags, define_json_flag
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "lenet5", "Zoo model name, e.g. lenet_300_100, lenet5, resnet20.")
+flags.DEFINE_string("model", "lenet5", "Zoo model name, e.g. lenet_300_100, lenet5, resnet20, or a .keras model "
+                    "(with --init=model its own weights are scored, masked and trained on).")
 flags.DEFINE_float("target_sparsity", 0.9, "Fraction of prunable weights removed, in [0, 1).")
 flags.DEFINE_integer("prune_batches", 1, "Batches of --batch_size images the saliency is computed on.",
                      lower_bound=1)
@@ -41,7 +45,9 @@ flags.DEFINE_integer("image_size", None, "Pad/resize images to this size (e.g. 3
 flags.DEFINE_bool("augment", False, "Random crop (pad 4) and horizontal flip while training.")
 flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed (initializations, pruning batch, shuffling).")
-flags.DEFINE_string("output", None, "Output .keras path (plain layers, pruned weights at zero).")
+flags.DEFINE_bool("strip", False, "Save plain layers with the pruned weights at zero (loadable without tfcompress) "
+                  "instead of the WeightMask layers that keep them at zero through further training.")
+flags.DEFINE_string("output", None, "Output .keras path (WeightMask layers kept unless --strip).")
 define_dataset_flags()
 define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
 flags.FLAGS.set_default("batch_size", 100)  # the paper's pruning and training batch on MNIST
@@ -53,7 +59,7 @@ flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), 
 _OWN_FLAGS = (
     "model", "model_args", "dataset", "data_dir", "image_size", "target_sparsity", "prune_batches", "batch_size",
     "epochs", "lr", "schedule", "momentum", "weight_decay", "init", "train_init", "prune_biases",
-    "allow_empty_layers", "augment", "train_limit", "seed", "output",
+    "allow_empty_layers", "augment", "train_limit", "seed", "strip", "output",
 )
 
 
@@ -64,12 +70,21 @@ def main(argv: list[str]) -> None:
     import tfcompress as tfc
     from tfcompress.pruning import masks, snip
 
-    output = tfc.files.check_output(FLAGS.output)
+    from_file = FLAGS.model.endswith(".keras")
+    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model] if from_file else [])
     keras.utils.set_random_seed(FLAGS.seed)
-    spec = tfc.data.get_spec(FLAGS.dataset)
-    options = {"image_size": FLAGS.image_size}
-    model = tfc.zoo.build(FLAGS.model, tfc.data.input_shape(FLAGS.dataset, **options), spec.num_classes,
-                          **json.loads(FLAGS.model_args))
+    if from_file:
+        if FLAGS.image_size is not None or json.loads(FLAGS.model_args):
+            raise ValueError("--image_size and --model_args build a zoo model; a .keras --model has its own shape")
+        model = tfc.export.load_keras_model(FLAGS.model)
+        if masks.get_masks(model):
+            raise ValueError(f"{FLAGS.model} already has WeightMask layers; give SNIP a model without them")
+        options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
+    else:
+        spec = tfc.data.get_spec(FLAGS.dataset)
+        options = {"image_size": FLAGS.image_size}
+        model = tfc.zoo.build(FLAGS.model, tfc.data.input_shape(FLAGS.dataset, **options), spec.num_classes,
+                              **json.loads(FLAGS.model_args))
     common = {"batch_size": FLAGS.batch_size, "data_dir": FLAGS.data_dir, **options}
     prune_data = tfc.data.load(FLAGS.dataset, "train", shuffle=True, seed=FLAGS.seed, **common)
     result = snip.prune(
@@ -84,16 +99,17 @@ def main(argv: list[str]) -> None:
                                  FLAGS.weight_decay)
     tfc.training.compile_classifier(result.model, optimizer)
     start = time.time()
-    result.model.fit(train, epochs=FLAGS.epochs, verbose="auto")
+    result.model.fit(train, epochs=FLAGS.epochs, verbose=2)
     train_seconds = time.time() - start
 
     metrics = tfc.training.evaluate(result.model, test)
-    plain = tfc.export.strip(result.model)
-    layers = masks.weight_sparsity(plain, prune_biases=FLAGS.prune_biases)
-    tfc.files.save_model(plain, output)
+    saved = tfc.export.strip(result.model) if FLAGS.strip else result.model
+    layers = masks.weight_sparsity(saved, prune_biases=FLAGS.prune_biases)
+    tfc.files.save_model(saved, output)
     tfc.files.write_json(output.with_name(output.name + ".json"), {
         "model": FLAGS.model, "dataset": FLAGS.dataset, "test_accuracy": metrics["accuracy"],
         "test_error": 1.0 - metrics["accuracy"], "layer_sparsity": layers,
+        "weight_masks": sorted(masks.get_masks(saved)),
         "prepass_seconds": round(result.prepass_seconds, 4), "train_seconds": round(train_seconds, 1),
         "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
     })
@@ -101,7 +117,7 @@ def main(argv: list[str]) -> None:
     for name, row in layers.items():
         print(f"{name:<24} {row['params']:>10,} {row['nonzero']:>10,} {100 * row['sparsity']:>8.2f}%")
     print(f"test error {100 * (1 - metrics['accuracy']):.2f} %  (SNIP pre-pass {result.prepass_seconds:.3f} s) "
-          f"→ {output}")
+          f"→ {output} ({'plain layers' if FLAGS.strip else 'WeightMask layers kept; --strip for plain ones'})")
 
 
 def run() -> None:

@@ -4,9 +4,16 @@
         --retrain_epochs=15 --ini_c_divr=0.3 --lambda_max_divr=0.15 --output=runs/resnet20_ec2t.keras
 
 Every convolution except the stem is ternarized (``--layers`` to choose), trained with Adam (``--lr`` for the
-model and shadow weights, ``--centroid_lr`` for the centroids), then stripped to plain Keras: ``OUTPUT`` (.keras)
-holds Conv2D layers whose kernels have three values and loads without tfcompress. ``OUTPUT.json`` records the
-test accuracy before and after, per-layer sparsity and code entropy, the entropy-coded size and the MicroNet score.
+model and shadow weights, ``--centroid_lr`` for the centroids). ``OUTPUT`` (.keras) keeps the ternary layers, which
+compute with three values per layer, so that the next program keeps them ternary (``scripts/prune.py``
+fine-tunes them with the assignment frozen; ``scripts/export.py`` strips them into plain layers whose kernels hold
+the three values); ``--strip`` saves those plain layers instead (loadable without tfcompress). ``OUTPUT.json``
+records the test accuracy before and after, per-layer sparsity and code entropy, the entropy-coded size and the
+MicroNet score.
+
+``--model`` may be any trained .keras model, channel-pruned ones included. Layers wrapped in WeightMask
+(``scripts/snip.py``, a pruned sparse model) are unwrapped before they are ternarized (the ternary assignment
+decides their zeros); the WeightMask layers of the other layers are kept, so their zeros stay zero in training.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ flags.DEFINE_bool("augment", True, "Random crop (pad 4) and horizontal flip whil
 flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
 flags.DEFINE_enum("task", "cifar100", ["cifar100", "imagenet"], "MicroNet reference to score against.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("output", None, "Output .keras path (the stripped ternary model); OUTPUT.json beside it.")
+flags.DEFINE_bool("strip", False, "Save plain layers whose kernels hold the three values (loadable without "
+                  "tfcompress) instead of the ternary layers.")
+flags.DEFINE_string("output", None, "Output .keras path (ternary layers kept unless --strip); OUTPUT.json beside it.")
 
 from tfcompress.cli.flags import define_dataset_flags  # noqa: E402
 
@@ -56,11 +65,13 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     from tfcompress import data, export, files, training
+    from tfcompress.cli import compression
     from tfcompress.cli.flags import dataset_for_model
-    from tfcompress.quantization import ec2t, scoring, ttq
+    from tfcompress.quantization import ec2t, scoring, ternary, ttq
 
     output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
     model = export.load_keras_model(FLAGS.model)
+    print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
     data.pipeline_options_for(model.input_shape, FLAGS.dataset)  # refuses a dataset that does not fit the model
     keras.utils.set_random_seed(FLAGS.seed)
     train = dataset_for_model(model.input_shape, "train", augment=FLAGS.augment, seed=FLAGS.seed,
@@ -68,14 +79,25 @@ def main(argv: list[str]) -> None:
     test = dataset_for_model(model.input_shape, "test")
     float_accuracy = training.evaluate(model, test)["accuracy"]
 
+    source = model
+    masked = compression.weight_masked(model)
+    if masked:  # ternarize the plain layers under the chosen WeightMask layers; keep the other masks
+        selected = FLAGS.layers or ternary.default_selection(compression.strip_weight_masks(model))
+        unwrapped = sorted(set(selected) & set(masked))
+        model = compression.strip_weight_masks(model, unwrapped)
+        kept = sorted(set(masked) - set(unwrapped))
+        print(f"WeightMask: {', '.join(unwrapped) or 'none'} unwrapped before ternarization (the ternary "
+              f"assignment decides their zeros); {', '.join(kept) or 'none'} kept (their zeros stay zero)")
+    layers = FLAGS.layers or (selected if masked else None)
+
     start = time.time()
     if FLAGS.method == "ttq":
-        tern = ttq.ternarize(model, FLAGS.ttq_threshold, FLAGS.layers)
+        tern = ttq.ternarize(model, FLAGS.ttq_threshold, layers)
         history = ttq.train(tern, train, FLAGS.epochs, threshold=FLAGS.ttq_threshold, learning_rate=FLAGS.lr,
                             centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
     else:
         mode = "prune" if FLAGS.method == "ecp" else "ternary"
-        tern = ec2t.ternarize(model, FLAGS.ini_c_divr, FLAGS.layers, mode=mode)
+        tern = ec2t.ternarize(model, FLAGS.ini_c_divr, layers, mode=mode)
         history = ec2t.train(tern, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=FLAGS.lambda_max_divr,
                              learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
     train_seconds = time.time() - start
@@ -84,8 +106,9 @@ def main(argv: list[str]) -> None:
     accuracy = training.evaluate(plain, test)["accuracy"]
     codes = scoring.code_report(tern)
     score = scoring.micronet_score(plain, task=FLAGS.task)
-    float_score = scoring.micronet_score(model, task=FLAGS.task)
-    files.save_model(plain, output)
+    float_score = scoring.micronet_score(source, task=FLAGS.task)
+    saved = plain if FLAGS.strip else tern
+    files.save_model(saved, output)
 
     print(f"{'layer':<28} {'weights':>9} {'sparsity':>9} {'P(−)':>6} {'P(+)':>6} {'entropy b/w':>11}")
     for row in codes["layers"]:
@@ -98,12 +121,14 @@ def main(argv: list[str]) -> None:
           f"model kernels entropy-coded {ratio:.1f}× smaller than float32")
     print(f"MicroNet score ({FLAGS.task}): {score.score:.5f} (float model {float_score.score:.5f}); "
           f"params {score.total.params / 1e6:.4g} M, ops {score.total.ops / 1e6:.4g} M")
-    print(f"test accuracy {float_accuracy:.4f} → {accuracy:.4f} ({FLAGS.method}) → {output}")
+    print(f"test accuracy {float_accuracy:.4f} → {accuracy:.4f} ({FLAGS.method}) → {output} "
+          f"({'plain layers' if FLAGS.strip else 'compression layers kept: ' + compression.describe(saved)})")
     files.write_json(output.with_name(output.name + ".json"), {
         "model": str(FLAGS.model), "method": FLAGS.method, "dataset": FLAGS.dataset,
         "float_test_accuracy": float_accuracy, "test_accuracy": accuracy,
         "codes": codes, "micronet": {"score": score.score, "float_score": float_score.score,
                                      "params": score.total.params, "ops": score.total.ops},
+        "compression_layers": compression.compression_layers(saved),
         "history": history, "train_seconds": round(train_seconds, 1),
         "flags": {name: FLAGS[name].value for name in _OWN_FLAGS}, "tensorflow": tf.__version__,
     })
@@ -111,7 +136,7 @@ def main(argv: list[str]) -> None:
 
 _OWN_FLAGS = (
     "model", "method", "dataset", "epochs", "retrain_epochs", "ini_c_divr", "lambda_max_divr", "ttq_threshold",
-    "lr", "centroid_lr", "layers", "augment", "train_limit", "batch_size", "task", "seed", "output",
+    "lr", "centroid_lr", "layers", "augment", "train_limit", "batch_size", "task", "seed", "strip", "output",
 )
 
 

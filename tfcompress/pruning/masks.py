@@ -175,6 +175,13 @@ class WeightMask(keras.layers.Wrapper):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "masked_weights": list(self.masked_weights)}
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> WeightMask:
+        # Like any layer's from_config, give an unbuilt layer: the wrapped layer's build shape would fix its
+        # input channels, and a copy may be called on fewer (channel surgery). Loading builds it from ours.
+        layer = {key: value for key, value in config["layer"].items() if key != "build_config"}
+        return super().from_config({**config, "layer": layer}, custom_objects)
+
 
 def _strip_weight_mask(layer: WeightMask, inputs: Any, *args: Any, **kwargs: Any) -> Any:
     """A fresh copy of the wrapped layer holding ``w ⊙ m``: zeros in place, no mask left."""

@@ -19,8 +19,9 @@ from tfcompress.graph import ChannelGraph, ChannelMask
 from tfcompress.keras_graph import Call, LayerCopies, copy_layer
 
 
-def _group_masks_from_channel_masks(graph: ChannelGraph, masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Folds the vectors of the model's ChannelMask layers into per-group keep-masks."""
+def fold_channel_masks(graph: ChannelGraph, masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per-group keep-``masks`` with the vectors of the model's ChannelMask layers folded in: what
+    :func:`shrink` removes (``graph.cost`` of their counts is the cost of the shrunk model)."""
     combined = {key: np.asarray(value, bool).copy() for key, value in masks.items()}
     for call in graph.walk.calls:
         if not isinstance(call.layer, ChannelMask) or call.index:
@@ -62,7 +63,7 @@ def shrink(
     group_masks = graph.check_masks(masks or {})
     if keep:
         group_masks.update(graph.masks_from_keep(keep))
-    group_masks = graph.check_masks(_group_masks_from_channel_masks(graph, group_masks))
+    group_masks = graph.check_masks(fold_channel_masks(graph, group_masks))
 
     def resized(call: Call) -> Any:
         spec = graph.spec(call.layer)

@@ -395,8 +395,9 @@ class AssignmentCallback(keras.callbacks.Callback):
     """Base of the EC2T and TTQ callbacks: after every training step, :meth:`update` re-assigns the ternary
     layers (in one compiled function, outside the replicas, so it works under ``tf.distribute`` strategies).
 
-    Subclasses implement ``update(layers, numels)``, which runs inside ``tf.function`` and assigns each
-    layer's ``assignment`` (and centroids if needed); ``numels`` are the layers' kernel sizes.
+    Subclasses implement ``update(layers, numels)``, which runs inside ``tf.function`` (without autograph: no
+    Python control flow on tensors) and assigns each layer's ``assignment`` (and centroids if needed);
+    ``numels`` are the layers' kernel sizes.
     """
 
     # Whether update() changes assignments (counted in each layer's quantization_steps).
@@ -422,14 +423,16 @@ class AssignmentCallback(keras.callbacks.Callback):
         self.check(self.layers)
         numels = [int(np.prod(layer.kernel.shape)) for layer in self.layers]
 
-        @tf.function
         def update() -> None:
             self.update(self.layers, numels)
             if self.quantizing:
                 for layer in self.layers:
                     layer.quantization_steps.assign_add(1.0)
 
-        self._update_fn = update
+        # Compiled like the training step: eagerly when the model runs eagerly (debugging, a few steps), else
+        # traced without autograph (straight-line TensorFlow over a Python list of layers: converting it would
+        # cost more than tracing it).
+        self._update_fn = update if self.model.run_eagerly else tf.function(update, autograph=False)
 
     def check(self, layers: list[TernaryMixin]) -> None:
         """Validates the layers before training (override to add checks)."""

@@ -72,18 +72,41 @@ def _per_element(mults: int, adds: int):
 def _producer(kernel_in_axis: int, kernel_out_axis: int) -> ch.ChannelRule:
     def rule(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
         layer = call.layer
-        out = builder.producer_group(call, int(call.outputs[0].shape[-1]))
-        if getattr(layer, "groups", 1) != 1:
-            builder.block(inputs[0], f"{call.name} is a grouped convolution")
-            builder.block(out, f"{call.name} is a grouped convolution")
         ndim = len(layer.kernel.shape)
-        builder.bind(call, layer.kernel, kernel_in_axis % ndim, inputs[0], "in")
+        groups = getattr(layer, "groups", 1)
+        if groups != 1 and groups == inputs[0].channels:
+            return _grouped_depthwise(call, inputs, builder)
+        out = builder.producer_group(call, int(call.outputs[0].shape[-1]))
+        if groups != 1:
+            # Each output channel reads C_in/groups inputs (the kernel's input axis): nothing to bind there.
+            builder.block(inputs[0], f"{call.name} is a grouped convolution (groups={groups})")
+            builder.block(out, f"{call.name} is a grouped convolution (groups={groups})")
+        else:
+            builder.bind(call, layer.kernel, kernel_in_axis % ndim, inputs[0], "in")
         builder.bind(call, layer.kernel, kernel_out_axis % ndim, out, "out")
         if getattr(layer, "bias", None) is not None:
             builder.bind(call, layer.bias, 0, out, "param")
         return [out]
 
     return rule
+
+
+def _grouped_depthwise(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
+    """A convolution with groups = C_in (ConvNeXt's depthwise ``Conv2D(C, 7, groups=C)``) is depthwise: output
+    channel c·m + k reads input channel c only, m = filters / groups. Its kernel is (k…, 1, C·m)."""
+    layer = call.layer
+    out = inputs[0].repeated(layer.filters // layer.groups)
+    builder.bind(call, layer.kernel, len(layer.kernel.shape) - 1, out, "out")
+    if getattr(layer, "bias", None) is not None:
+        builder.bind(call, layer.bias, 0, out, "param")
+    return [out]
+
+
+def _conv_resize(layer: Any, channels: int) -> Any:
+    config = {**layer.get_config(), "filters": channels}
+    if config.get("groups", 1) != 1:  # only a depthwise-like grouped convolution loses channels
+        config["groups"] = channels // (layer.filters // layer.groups)
+    return type(layer).from_config(config)
 
 
 def _kernel_dot_products(call: Call) -> list[DotProduct]:
@@ -152,7 +175,7 @@ def _separable_channels(call: Call, inputs: list[Layout], builder: Any) -> list[
 
 _LINEAR = dict(kernels=("kernel",), biases=("bias",), micronet=count_dot_products)
 CONV = register(layers.Conv1D, layers.Conv2D, layers.Conv3D, spec=LayerSpec(
-    channels=_producer(-2, -1), resize=_resize("filters"), dot_products=_kernel_dot_products, **_LINEAR))
+    channels=_producer(-2, -1), resize=_conv_resize, dot_products=_kernel_dot_products, **_LINEAR))
 DENSE = register(layers.Dense, spec=LayerSpec(
     channels=_producer(0, 1), resize=_resize("units"), dot_products=_kernel_dot_products, **_LINEAR))
 register(layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose, spec=LayerSpec(
@@ -221,8 +244,28 @@ register(layers.BatchNormalization, spec=LayerSpec(channels=_batch_norm_channels
 # would differ. Keep these channels.
 register(layers.LayerNormalization, layers.GroupNormalization, spec=LayerSpec(
     channels=ch.blocks("normalizes across channels"), micronet=_count_layer_norm))
-register(layers.Normalization, spec=LayerSpec(
-    channels=ch.blocks("normalizes with fixed per-channel statistics"), micronet=_count_normalization))
+
+
+def _normalization_channels(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
+    # One mean and variance for every channel (axis=None, or scalars given) is an element-wise affine map;
+    # per-channel statistics are constants in the config that resizing cannot slice: keep those channels.
+    layer = call.layer
+    given = layer.input_mean is not None
+    if not layer.axis or (given and np.size(layer.input_mean) == 1 and np.size(layer.input_variance) == 1):
+        return [inputs[0]]
+    builder.block(inputs[0], f"{call.name} (Normalization) normalizes with fixed per-channel statistics")
+    return [inputs[0]]
+
+
+def _count_unit_norm(call: Call, precision: Precision) -> Count:
+    # squares (1 mult) and their sum (1 add), then one scaling per element
+    n = _elements(call)
+    return Count(mults=2 * n, adds=n)
+
+
+register(layers.Normalization, spec=LayerSpec(channels=_normalization_channels, micronet=_count_normalization))
+register(layers.UnitNormalization, spec=LayerSpec(channels=ch.blocks("normalizes across channels"),
+                                                  micronet=_count_unit_norm))
 
 
 # ------------------------------------------------------------------------------------------ activations
@@ -255,8 +298,19 @@ register(layers.LeakyReLU, spec=LayerSpec(channels=PASS, micronet=_per_element(A
 register(layers.ELU, spec=LayerSpec(channels=PASS, micronet=_per_element(*ACTIVATION_OPS["elu"])))
 register(layers.PReLU, spec=LayerSpec(channels=ch.pass_through("alpha"), micronet=_count_prelu))
 register(layers.Activation, spec=LayerSpec(channels=_activation_channels, micronet=_count_activation))
-register(layers.Softmax, spec=LayerSpec(channels=ch.blocks("mixes channels (softmax)"),
-                                        micronet=_per_element(*ACTIVATION_OPS["softmax"])))
+
+
+def _softmax_channels(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
+    # Over the channel axis a softmax mixes channels; over positions (attention maps) it does not.
+    rank = len(call.inputs[0].shape)
+    axes = call.layer.axis if isinstance(call.layer.axis, list | tuple) else [call.layer.axis]
+    if all(a % rank != rank - 1 for a in axes):
+        return [inputs[0]]
+    builder.block(inputs[0], f"{call.name} (Softmax) mixes channels (softmax over axis {call.layer.axis})")
+    return [inputs[0]]
+
+
+register(layers.Softmax, spec=LayerSpec(channels=_softmax_channels, micronet=_per_element(*ACTIVATION_OPS["softmax"])))
 
 
 # ---------------------------------------------------------------------------------------------- pooling
@@ -379,13 +433,58 @@ def _rescaling_channels(call: Call, inputs: list[Layout], builder: Any) -> list[
 register(layers.InputLayer, layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D, layers.Cropping1D,
          layers.Cropping2D, layers.Cropping3D, layers.Identity, layers.CenterCrop,
          spec=LayerSpec(channels=PASS, micronet=_count_nothing))
-register(layers.Permute, layers.RepeatVector, spec=LayerSpec(channels=ch.barrier, micronet=_count_nothing))
+
+
+def _permute_channels(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
+    # Permute's dims count from 1 without the batch: channels stay when the last dim stays last.
+    dims = tuple(call.layer.dims)
+    return [inputs[0]] if dims[-1] == len(dims) else ch.barrier(call, inputs, builder)
+
+
+register(layers.Permute, spec=LayerSpec(channels=_permute_channels, micronet=_count_nothing))
+register(layers.RepeatVector, spec=LayerSpec(channels=ch.barrier, micronet=_count_nothing))
 register(layers.Rescaling, spec=LayerSpec(channels=_rescaling_channels, micronet=_rescaling_count))
 # Identities at inference: stripped before export, so exported graphs and later surgery stay simple.
+# (RandomCrop, Equalization, Solarization and AutoContrast change images at inference too; RandomShear cannot
+# be reloaded from a .keras file in Keras 3.15: none of them is here.)
+def _layer_classes(*names: str) -> list[type]:
+    return [getattr(layers, name) for name in names if hasattr(layers, name)]  # newer than Keras 3.0
+
+
 register(
     layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
     layers.GaussianNoise, layers.GaussianDropout, layers.AlphaDropout, layers.ActivityRegularization,
     layers.RandomFlip, layers.RandomRotation, layers.RandomZoom, layers.RandomTranslation, layers.RandomContrast,
     layers.RandomBrightness,
+    *_layer_classes("RandomElasticTransform", "RandomErasing", "RandomGaussianBlur", "RandomInvert",
+                    "RandomPerspective", "RandomPosterization", "RandomSharpness", "MixUp", "CutMix"),
     spec=LayerSpec(channels=PASS, micronet=_count_nothing, strip=_identity),
 )
+# Colour augmentations want exactly 3 channels (RGB): they keep them (they sit at the input anyway).
+register(*_layer_classes("RandomColorDegeneration", "RandomColorJitter", "RandomGrayscale", "RandomHue",
+                         "RandomSaturation", "AugMix", "RandAugment"),
+         spec=LayerSpec(channels=ch.blocks("works on RGB images"), micronet=_count_nothing, strip=_identity))
+
+
+# ------------------------------------------------------------------------------- layers of keras.applications
+
+
+def _count_layer_scale(call: Call, precision: Precision) -> Count:
+    params = call.layer.projection_dim if call.index == 0 else 0
+    return Count(params=params * precision.param_bits / BASE_BITS, mults=_elements(call))
+
+
+# Layers of public applications without a public alias (older Keras 3 releases may lack them).
+try:  # ConvNeXt's per-channel scale of each residual branch (Touvron et al. 2021)
+    from keras.src.applications.convnext import LayerScale
+except ImportError:  # pragma: no cover
+    LayerScale = None
+try:  # Inception-ResNet's residual sum ``inputs[0] + inputs[1] * scale`` with a scalar scale
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+except ImportError:  # pragma: no cover
+    CustomScaleLayer = None
+if LayerScale is not None:
+    register(LayerScale, spec=LayerSpec(channels=ch.pass_through("gamma"), resize=_resize("projection_dim"),
+                                        micronet=_count_layer_scale))
+if CustomScaleLayer is not None:
+    register(CustomScaleLayer, spec=LayerSpec(channels=ch.merge, micronet=_count_merge(1, 1)))

@@ -179,8 +179,10 @@ def wrapper_spec(
         return spec.channels(wrapped_call, layouts, builder)
 
     def resize(layer: Any, kept: int) -> Any:
-        spec = spec_for(inner(layer))
-        new_inner = spec.resize(inner(layer), kept) if spec.resize is not None else inner(layer)
+        old = inner(layer)
+        spec = spec_for(old)
+        # an unbuilt copy either way: a built layer would serialize its build shape (the old channel count)
+        new_inner = spec.resize(old, kept) if spec.resize is not None else type(old).from_config(old.get_config())
         config = {**layer.get_config(), "layer": keras.saving.serialize_keras_object(new_inner)}
         return type(layer).from_config(config)
 

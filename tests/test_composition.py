@@ -1,0 +1,325 @@
+"""The composition matrix: every compressed form of a model × every operation tfcompress offers on it.
+
+Forms: plain; weight masks from SNIP and from magnitude pruning; EC2T and TTQ ternary layers (after a few
+training steps with their callbacks, so assignments are non-trivial); channel masks with some channels off.
+
+Operations: the channel graph and ``prune_channels(target_channels=0.7)`` (the shrunk model computes what the
+channel-masked model computes; masks and ternary assignments are sliced with their kernels, a sparse model keeps
+its zeros and a ternary model stays ternary, also through a few more training steps with its callback); strip
+and export to float32 (LiteRT parity) and int8 (top-1 agreement); ``profile``; MicroNet scoring; ``.keras``
+save/load.
+
+The fast lane is the trained ResNet-20 of ``models/`` on Fashion-MNIST; MobileNetV2 (zoo), MobileNetV3Small and
+EfficientNetB0 (keras.applications, random weights) and every int8 case are ``slow``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tests.conftest import REPO
+from tfcompress import export, micronet, profile, runtime, training, zoo
+from tfcompress.graph import ChannelGraph, ChannelMask
+from tfcompress.keras_graph import iter_layers
+from tfcompress.pruning import insert_channel_masks, magnitude, prune_channels, snip
+from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning.shrink import fold_channel_masks
+from tfcompress.quantization import ec2t, scoring, ternary, ttq
+from tfcompress.specs import spec_for
+
+FAST_MODELS = ("resnet20",)
+SLOW_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+FORMS = ("plain", "snip", "magnitude", "ec2t", "ttq", "channel_masks")
+SPARSE, TERNARY = ("snip", "magnitude"), ("ec2t", "ttq")
+SPARSITY = 0.7
+BATCH = 4  # training steps on 2 cores: a few small eager steps cost less than tracing a training step
+
+
+def _cases(*, slow_only: bool = False) -> list:
+    cases = []
+    for model in FAST_MODELS + SLOW_MODELS:
+        slow = slow_only or model in SLOW_MODELS
+        for form in FORMS:
+            cases.append(pytest.param(model, form, id=f"{model}-{form}", marks=[pytest.mark.slow] if slow else []))
+    return cases
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+@functools.cache
+def _data(channels: int, limit: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST test images at 32×32 (normalized), or Gaussian noise where the data is not installed."""
+    try:
+        dataset = tfc.data.load("fashion_mnist", "test", image_size=32, channels=channels, limit=limit,
+                                batch_size=256, download=False)
+        batches = [(np.asarray(images), np.asarray(labels)) for images, labels in dataset]
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]).astype("int64")
+    except tfc.data.DatasetNotFoundError:
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(limit, 32, 32, channels)).astype("float32"), rng.integers(0, 10, limit)
+
+
+def _input_channels(name: str) -> int:
+    return 1 if name == "resnet20" else 3
+
+
+@functools.cache
+def _base(name: str) -> keras.Model:
+    if name == "resnet20":
+        return export.load_keras_model(REPO / "models" / "resnet20_fashion_mnist.keras")
+    if name == "mobilenet_v2":
+        model = zoo.build("mobilenet_v2", (32, 32, 3), 10, width_multiplier=0.35)
+    elif name == "mobilenet_v3_small":
+        model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=10,
+                                                    classifier_activation=None)
+    else:
+        model = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10,
+                                                  classifier_activation=None)
+    _recalibrate(model, name)  # random-init statistics make activations vanish; real ones keep logits spread
+    return model
+
+
+def _recalibrate(model: keras.Model, name: str) -> None:
+    x, _ = _data(_input_channels(name))
+    training.recalibrate_batch_norm(model, [x[:32], x[32:64]])
+
+
+def _compile(model: keras.Model, form: str) -> None:
+    # Plain SGD: an eager Adam step updates ~200 variables with ~10 operations each, SGD with one.
+    optimizer = keras.optimizers.SGD(1e-3)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+
+
+def _fit(model: keras.Model, name: str, form: str, steps: int = 2) -> None:
+    """A few training steps, with the assignment callback of a ternary form."""
+    x, y = _data(_input_channels(name))
+    callbacks = {"ec2t": [ec2t.EC2T(lambda_max_divr=0.3)], "ttq": [ttq.TTQ()]}.get(form, [])
+    _compile(model, form)
+    model.fit(x[-steps * BATCH:], y[-steps * BATCH:], batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks)
+
+
+@functools.cache
+def _form(name: str, form: str) -> keras.Model:
+    base = _base(name)
+    x, y = _data(_input_channels(name))
+    if form == "plain":
+        return base
+    if form == "snip":
+        model = snip.prune(base, (x[:64], y[:64]), SPARSITY, init="model").model
+    elif form == "magnitude":
+        model = magnitude.prune_magnitude(base, SPARSITY, scope="local")  # global would empty layers of random nets
+    elif form == "ec2t":
+        model = ec2t.ternarize(base, ini_c_divr=0.3)
+        _fit(model, name, form)
+    elif form == "ttq":
+        model = ttq.ternarize(base)
+        _fit(model, name, form)
+    else:
+        graph = ChannelGraph(base)
+        masks = {g.id: np.arange(g.size) % 4 != 1 for g in graph.prunable_groups if g.size >= 4}
+        model = insert_channel_masks(base, masks, graph=graph)
+    _recalibrate(model, name)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _relative_diff(expected: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.max(np.abs(expected - actual)) / max(1.0, float(np.ptp(expected))))
+
+
+def _wrappers(model: keras.Model) -> Counter:
+    """How many layers of each tfcompress training class the model holds."""
+    kinds = (masks_lib.WeightMask, ChannelMask, *ternary.TERNARY_LAYER_TYPES)
+    return Counter(type(layer).__name__ for layer in iter_layers(model) if isinstance(layer, kinds))
+
+
+def _weight_masks(model: keras.Model) -> list[masks_lib.WeightMask]:
+    return [layer for layer in iter_layers(model) if isinstance(layer, masks_lib.WeightMask)]
+
+
+def _assert_zeros_held(model: keras.Model) -> None:
+    """Every weight a mask prunes is exactly 0, and the masks do prune."""
+    pruned = 0
+    for layer in _weight_masks(model):
+        for name, mask in layer.get_masks().items():
+            assert not np.any(layer.target(name).numpy()[~mask]), f"{layer.name}/{name}: a pruned weight is not 0"
+            pruned += int((~mask).sum())
+    assert pruned > 0
+
+
+def _assert_ternary(model: keras.Model) -> None:
+    """Assignments in {−1, 0, +1}, ≤ 3 distinct kernel values per layer, zeros and non-zeros in the model."""
+    layers = ternary.ternary_layers(model)
+    assert layers
+    zeros = nonzeros = 0
+    for layer in layers:
+        assignment = layer.assignment.numpy()
+        assert set(np.unique(assignment)) <= {-1.0, 0.0, 1.0}, layer.name
+        kernel = keras.ops.convert_to_numpy(layer.ternary_kernel())
+        assert np.unique(kernel).size <= 3, f"{layer.name} computes with {np.unique(kernel).size} values"
+        zeros += int(np.sum(assignment == 0))
+        nonzeros += int(np.sum(assignment != 0))
+    assert zeros and nonzeros
+
+
+def _sliced(graph: ChannelGraph, base_variable, value: np.ndarray, masks: dict) -> np.ndarray:
+    """``value`` (shaped like ``base_variable``) sliced along the channel axes the graph binds the base to."""
+    for binding in graph.bindings_of(base_variable):
+        value = np.take(value, np.flatnonzero(binding.layout.mask(masks)), axis=binding.axis)
+    return value
+
+
+def _companions(model: keras.Model) -> dict[tuple[str, str], tuple]:
+    """{(layer, what): (base variable, value)} for every weight mask and ternary assignment."""
+    found = {}
+    for layer in iter_layers(model):
+        if isinstance(layer, masks_lib.WeightMask):
+            for name, mask in layer.get_masks().items():
+                found[layer.name, name] = layer.target(name), mask
+        elif isinstance(layer, ternary.TernaryMixin):
+            found[layer.name, "assignment"] = layer.kernel, layer.assignment.numpy()
+    return found
+
+
+# ------------------------------------------------------------------------------------------------- checks
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
+def test_prune_channels(name, form):
+    model = _form(name, form)
+    x, _ = _data(_input_channels(name))
+    graph = ChannelGraph(model)
+    assert graph.prunable_groups
+    assert graph.cost() == profile.profile(model).total.macs
+    result = prune_channels(model, "l1", target_channels=0.7, graph=graph)
+    small, plan = result.model, result.plan
+    masks = fold_channel_masks(graph, plan.masks)
+    keep = {g: int(mask.sum()) for g, mask in masks.items()}
+
+    # the shrunk model computes what the masked model computes, at the cost the graph predicts
+    reference = _outputs(insert_channel_masks(model, plan.masks, graph=graph), x[:16])
+    assert np.ptp(reference) > 1e-3, "degenerate outputs would make parity meaningless"
+    assert _relative_diff(reference, _outputs(small, x[:16])) <= 1e-5
+    assert profile.profile(small).total.macs == ChannelGraph(small).cost() == graph.cost(keep) < plan.macs_before
+    if form != "channel_masks":  # see test_plan_counts_channels_already_masked
+        assert plan.macs_after == graph.cost(keep) and plan.params_after == small.count_params()
+
+    # wrappers survive (channel masks are folded in), their state sliced with the kernels
+    before = _wrappers(model)
+    before.pop("ChannelMask", None)
+    assert _wrappers(small) == before
+    new = _companions(small)
+    for key, (variable, value) in _companions(model).items():
+        expected = _sliced(graph, variable, value, masks)
+        assert np.array_equal(new[key][1], expected), f"{key} was not sliced with its kernel"
+    if form in SPARSE:
+        _assert_zeros_held(small)
+    if form in TERNARY:
+        _assert_ternary(small)
+
+    # training goes on with the sliced state: zeros stay zero, ternary stays ternary
+    _fit(small, name, form, steps=1)
+    if form in SPARSE:
+        _assert_zeros_held(small)
+        for layer in _weight_masks(small):
+            for what, mask in layer.get_masks().items():
+                assert np.array_equal(mask, new[layer.name, what][1]), f"{layer.name}/{what} mask changed"
+    if form in TERNARY:
+        _assert_ternary(small)
+
+
+@pytest.mark.xfail(strict=True, reason="pruning/channels.py plans without the channels ChannelMask layers already "
+                   "removed; shrink folds them in, so the result is smaller than the plan says")
+def test_plan_counts_channels_already_masked():
+    model = _form("resnet20", "channel_masks")
+    graph = ChannelGraph(model)
+    result = prune_channels(model, "l1", target_channels=0.7, graph=graph)
+    assert profile.profile(result.model).total.macs == result.plan.macs_after
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
+def test_export_float32(name, form):
+    model = _form(name, form)
+    x, _ = _data(_input_channels(name))
+    plain = export.strip(model)
+    assert not [layer.name for layer in iter_layers(plain) if getattr(spec_for(layer), "strip", None)]
+    lite = runtime.TFLiteModel(export.to_tflite(model))
+    reference = _outputs(model, x[:64])
+    assert _relative_diff(reference, lite.predict(x[:64])) <= 1e-4
+
+
+@pytest.mark.parametrize(("name", "form"), _cases(slow_only=True))
+def test_export_int8(name, form):
+    model = _form(name, form)
+    x, _ = _data(_input_channels(name))
+    lite = runtime.TFLiteModel(export.to_tflite(model, "int8", representative_data=x[:200],
+                                                num_calibration_samples=200))
+    reference = _outputs(model, x[200:500])
+    agreement = float(np.mean(np.argmax(reference, -1) == np.argmax(lite.predict(x[200:500]), -1)))
+    assert agreement >= 0.99
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
+def test_profile(name, form):
+    model = _form(name, form)
+    report = profile.profile(model)
+    graph = ChannelGraph(model)
+    assert report.total.macs == graph.cost()
+    assert report.total.params == model.count_params() == graph.cost(metric="params")
+    rows = {row.name: row for row in report.layers}
+    if form in SPARSE:
+        for layer in _weight_masks(model):
+            assert rows[layer.name].sparsity == pytest.approx(
+                1 - layer.get_masks()["kernel"].mean(), abs=1e-9), layer.name
+        assert report.total.sparsity > 0.3
+    if form in TERNARY:
+        for layer in ternary.ternary_layers(model):
+            assert rows[layer.name].distinct_values <= 3, layer.name
+    if form == "plain":
+        assert report.total.sparsity < 0.01
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
+def test_micronet(name, form):
+    model = _form(name, form)
+    result = micronet.score(model)
+    ternary_counted = scoring.micronet_score(model)
+    assert np.isfinite(result.score) and result.total.ops > 0
+    assert ternary_counted.total.params == pytest.approx(result.total.params)
+    plain = micronet.score(_base(name))
+    if form in SPARSE:
+        assert result.total.params < 0.6 * plain.total.params
+    if form in TERNARY:
+        assert result.total.params < plain.total.params
+        # a stripped ternary model, its kernels plain but holding three values, counts the same
+        stripped = scoring.micronet_score(export.strip(model))
+        assert stripped.total.params == pytest.approx(result.total.params)
+        assert stripped.total.ops == pytest.approx(result.total.ops)
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
+def test_keras_save_load(name, form, tmp_path):
+    model = _form(name, form)
+    x, _ = _data(_input_channels(name))
+    path = tmp_path / f"{form}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert _wrappers(loaded) == _wrappers(model)
+    assert _relative_diff(_outputs(model, x[:16]), _outputs(loaded, x[:16])) <= 1e-6
+    saved, restored = _companions(model), _companions(loaded)
+    assert saved.keys() == restored.keys()
+    for key, (_, value) in saved.items():
+        assert np.array_equal(value, restored[key][1]), key

@@ -298,6 +298,28 @@ def test_one_mac_rule(cls):
     assert ChannelGraph(model).cost(metric="params") == model.count_params()
 
 
+# MACs of the example's calls of the class, by the textbook formulas (module docstring of specs.keras_layers):
+# k·C_in·C_out per output position, depthwise k·C_in·m, transposed convolutions the kernel per input position.
+FRAME = ("producer", "consumer", "left", "right")  # the layers examples put around the one they exercise
+EXPECTED_MACS = {
+    layers.Conv1D: 3 * 6 * 4 * 7, layers.Conv2D: 9 * 6 * 4 * 3 * 3, layers.Conv3D: 8 * 6 * 4 * 27, layers.Dense: 6 * 4,
+    layers.Conv1DTranspose: 5 * 3 * 4 * 6, layers.Conv2DTranspose: 16 * 9 * 4 * 6,
+    layers.Conv3DTranspose: 27 * 8 * 4 * 6, layers.DepthwiseConv1D: 3 * 12 * 5, layers.DepthwiseConv2D: 9 * 12 * 36,
+    layers.SeparableConv1D: 3 * 12 * 5 + 12 * 4 * 5, layers.SeparableConv2D: 9 * 12 * 16 + 12 * 4 * 16,
+    TernaryConv2D: 9 * 3 * 6 * 36, TernaryDepthwiseConv2D: 9 * 12 * 16, TernaryDense: 192 * 4,
+    WeightMask: 9 * 3 * 6 * 36 + 9 * 12 * 16 + 192 * 4,
+}
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
+def test_macs_follow_the_formulas(cls):
+    model, _ = _built(cls)
+    calls = [call for call in GraphWalk(model).calls if type(call.layer) is cls and call.name not in FRAME]
+    own = sum(dot.positions * math.prod(dot.variable.shape) for call in calls
+              for dot in spec_for(call.layer).dot_products(call))
+    assert own == EXPECTED_MACS.get(cls, 0), "a class with dot products needs its expected MACs in EXPECTED_MACS"
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=_ids)
 def test_micronet_counts_it(cls):
     model, _ = _built(cls)

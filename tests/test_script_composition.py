@@ -78,7 +78,7 @@ def test_snip_then_prune_keeps_the_zeros_through_fine_tuning(tmp_path):
     # than 90 % (≈ 78 % here); the zeros that stay are exactly the source's.
     sparsity = masks_lib.weight_sparsity(model)["total"]["sparsity"]
     assert sparsity == pytest.approx(report["weight_mask_sparsity"]["sparsity"], abs=0.02) and sparsity >= 0.7
-    assert report["accuracy_finetuned"] >= 0.80, report["accuracy_finetuned"]  # 84 % measured; reference 89.84 %
+    assert report["accuracy_finetuned"] >= 0.80, report["accuracy_finetuned"]  # 82–84 % measured; reference 89.84 %
 
 
 @pytest.mark.slow
@@ -93,6 +93,10 @@ def test_plain_sparse_model_keeps_its_zeros_by_default(tmp_path):
     report = sidecar(output)
     assert report["keep_zeros"]["enabled"] and report["keep_zeros"]["wrapped"] == ["conv1", "conv2", "fc1", "logits"]
     _assert_zeros_kept(tfc.export.load_keras_model(output), sparse, report)
+    evaluation = tmp_path / "eval.json"
+    run_script("evaluate", f"--model={output}", "--limit=1000", f"--json={evaluation}")  # WeightMask layers load
+    result = json.loads(evaluation.read_text())
+    assert result["runtime"] == "keras" and result["examples"] == 1000 and result["accuracy"] > 0.7
 
 
 @pytest.mark.slow
@@ -117,12 +121,10 @@ def test_prune_ternarize_export_int8_evaluate_and_score(pruned, tmp_path):
     run_script("evaluate", f"--model={tflite}", f"--json={evaluation}")
     litert = json.loads(evaluation.read_text())
     assert litert["runtime"] == "litert" and litert["examples"] == 10000
-    # int8 follows the ternary Keras model (82 % measured); one short epoch of each technique on 3000 images costs
+    # int8 follows the ternary Keras model (81–82 % measured); one short epoch of each technique on 3000 images costs
     # a few points against the reference's 89.84 %, a broken pipeline far more.
     assert abs(litert["accuracy"] - ternary_report["test_accuracy"]) <= 0.01, (litert, ternary_report)
     assert litert["accuracy"] >= 0.78, litert
-    keras_eval = run_script("evaluate", f"--model={ternarized}", "--limit=500")
-    assert "(keras)" in keras_eval.stdout  # the .keras with ternary layers loads
 
     scored = tmp_path / "score.json"
     process = run_script("score", f"--model={ternarized}", f"--json={scored}")

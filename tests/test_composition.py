@@ -120,7 +120,7 @@ def _form(name: str, form: str) -> keras.Model:
         _fit(model, name, form)
     else:
         graph = ChannelGraph(base)
-        masks = {g.id: np.arange(g.size) % 4 != 1 for g in graph.prunable_groups if g.size >= 4}
+        masks = {g.id: np.arange(g.size) % 8 != 1 for g in graph.prunable_groups if g.size >= 8}
         model = insert_channel_masks(base, masks, graph=graph)
     _recalibrate(model, name)
     return model

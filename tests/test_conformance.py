@@ -15,6 +15,7 @@ arity.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable
@@ -24,8 +25,6 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
-from keras.src.ops import nn as ops_nn
-from keras.src.ops import numpy as ops_np
 
 import tfcompress  # noqa: F401  (imports every module that registers specs)
 from tfcompress import export, micronet, profile
@@ -166,6 +165,31 @@ for _cls, _args in {
     EXAMPLES[_cls] = sandwich(lambda cls=_cls, args=_args: cls(*args), (5, 5, 3))
 
 
+for _name, _args in {
+    "RandomElasticTransform": (), "RandomErasing": (), "RandomGaussianBlur": (), "RandomInvert": (),
+    "RandomPerspective": (), "RandomPosterization": (4,), "RandomSharpness": (0.5,), "MixUp": (), "CutMix": (),
+}.items():
+    if hasattr(layers, _name):  # newer than Keras 3.0
+        _cls = getattr(layers, _name)
+        EXAMPLES[_cls] = sandwich(lambda cls=_cls, args=_args: cls(*args), (5, 5, 3))
+for _name, _args in {
+    "RandomColorDegeneration": (0.5,), "RandomColorJitter": (), "RandomGrayscale": (), "RandomHue": (0.5,),
+    "RandomSaturation": (0.5,), "AugMix": (), "RandAugment": (),
+}.items():  # RGB images only
+    if hasattr(layers, _name):
+        _cls = getattr(layers, _name)
+        EXAMPLES[_cls] = sandwich(lambda cls=_cls, args=_args: cls(*args), (5, 5, 3), channels=3)
+EXAMPLES[layers.UnitNormalization] = sandwich(layers.UnitNormalization, (5, 5, 3))
+try:  # layers of keras.applications without a public alias
+    from keras.src.applications.convnext import LayerScale
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    EXAMPLES[LayerScale] = sandwich(lambda: LayerScale(0.5, 6), (5, 5, 3))
+    EXAMPLES[CustomScaleLayer] = two_branches(lambda: CustomScaleLayer(0.3))
+except ImportError:  # pragma: no cover
+    pass
+
+
 @example(layers.InputLayer)
 def _input_layer() -> tuple[keras.Model, np.ndarray]:
     model = keras.Sequential([layers.InputLayer((5, 5, 3)), layers.Conv2D(4, 1), layers.GlobalAveragePooling2D()])
@@ -174,42 +198,61 @@ def _input_layer() -> tuple[keras.Model, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------- operation nodes
 
-# Constructor arguments of operations that need some (the rest take none).
-_OP_ARGS: dict[type, dict[str, Any]] = {
-    ops_np.Clip: dict(x_min=0.7, x_max=1.2), ops_np.Mean: dict(axis=(1, 2)), ops_np.Sum: dict(axis=(1, 2)),
-    ops_np.Max: dict(axis=(1, 2)), ops_np.Min: dict(axis=(1, 2)), ops_np.ExpandDims: dict(axis=1),
-    ops_np.Squeeze: dict(axis=1), ops_np.Transpose: dict(axes=(0, 2, 1, 3)), ops_np.Reshape: dict(newshape=(-1, 16, 6)),
-    ops_np.Concatenate: dict(axis=-1),
+# Constructor arguments of operations that need some (the rest take none). keras.ops functions standardize
+# data_format before they build the operation; built directly, a pooling op with None computes a wrong shape.
+_OP_ARGS: dict[str, dict[str, Any]] = {
+    "Clip": dict(x_min=0.7, x_max=1.2), "ExpandDims": dict(axis=1), "Squeeze": dict(axis=1),
+    "Transpose": dict(axes=(0, 2, 1, 3)), "Reshape": dict(newshape=(-1, 16, 6)), "Concatenate": dict(axis=-1),
+    "Split": dict(indices_or_sections=2, axis=1), "Pad": dict(pad_width=((0, 0), (1, 1), (0, 1), (0, 0))),
+    "Threshold": dict(threshold=1.0, default_value=0.0), "Resize": dict(size=(3, 5)), "Cast": dict(dtype="float16"),
+    "MaxPool": dict(pool_size=2, data_format="channels_last"),
+    "AveragePool": dict(pool_size=2, data_format="channels_last"),
+    **{name: dict(axis=(1, 2)) for name in ("Mean", "Sum", "Max", "Min", "Amax", "Amin", "Var", "Std")},
 }
-_OP_SHAPES: dict[type, tuple[int, ...]] = {ops_np.Squeeze: (1, 4, 3)}
+_OP_SHAPES: dict[str, tuple[int, ...]] = {"Squeeze": (1, 4, 3)}
+# How an operation is called on two positive tensors a, b of shape (batch, 4, 4, 6), when not op(a) / op(a, b).
+_OP_CALLS: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "Concatenate": lambda op, a, b: op([a, b]),
+    "Where": lambda op, a, b: op(a > 1.0, a, b),
+    "LogicalNot": lambda op, a, b: op(a > 1.0),
+    "LogicalAnd": lambda op, a, b: op(a > 1.0, b > 1.0),
+    "LogicalOr": lambda op, a, b: op(a > 1.0, b > 1.0),
+    "FullLike": lambda op, a, b: op(a, 2.0),
+    "GetItem": lambda op, a, b: a[:, 1:, ::2],
+}
 
 
 def _arity(cls: type) -> int:
-    if cls is ops_np.Concatenate:
-        return 2  # takes a list of tensors
     return len([p for p in inspect.signature(cls.call).parameters.values()
                 if p.name != "self" and p.default is inspect.Parameter.empty])
 
 
 def _operation_example(cls: type) -> Example:
-    """One op node between two producers (positive inputs, so that sqrt, log, power and division are finite)."""
-    operation = lambda: cls(**_OP_ARGS.get(cls, {}))  # noqa: E731
-    shape = _OP_SHAPES.get(cls, (4, 4, 3))
-    if _arity(cls) == 1:
-        return sandwich(operation, shape, positive=True)
+    """One op node after producers with positive outputs (so that sqrt, log, power, division are finite); a
+    list output is summed and a non-float one cast back, for the consumer."""
+    name = cls.__name__
+    shape = _OP_SHAPES.get(name, (4, 4, 3))
 
     def build() -> tuple[keras.Model, np.ndarray]:
         inputs = keras.Input(shape)
-        a = layers.Activation("sigmoid")(_producer(4, 6, "left")(inputs))
-        b = layers.Activation("sigmoid")(_producer(4, 6, "right")(inputs))
-        x = operation()([a, b + 0.5]) if cls is ops_np.Concatenate else operation()(a, b + 0.5)
-        return keras.Model(inputs, _producer(4, 4, "consumer")(x)), _inputs(shape)
+        a = layers.Rescaling(1.0, offset=0.5)(layers.Activation("sigmoid")(_producer(len(inputs.shape), 6, "left")(
+            inputs)))
+        b = layers.Rescaling(1.0, offset=0.5)(layers.Activation("sigmoid")(_producer(len(inputs.shape), 6, "right")(
+            inputs)))
+        op = cls(**_OP_ARGS.get(name, {}))
+        call = _OP_CALLS.get(name, (lambda op, a, b: op(a)) if _arity(cls) == 1 else (lambda op, a, b: op(a, b)))
+        x = call(op, a, b)
+        if isinstance(x, list | tuple):
+            x = layers.Add()(list(x))
+        if x.dtype != "float32":
+            x = keras.ops.cast(x, "float32")
+        return keras.Model(inputs, _producer(len(x.shape), 4, "consumer")(x)), _inputs(shape)
 
     return build
 
 
 for _cls in SPECS.registered():
-    if _cls.__module__ in (ops_nn.__name__, ops_np.__name__):
+    if _cls.__module__.startswith("keras.src.ops."):
         EXAMPLES[_cls] = _operation_example(_cls)
 
 
@@ -251,53 +294,6 @@ def _ternary() -> tuple[keras.Model, np.ndarray]:
     return ec2t.ternarize(model, 0.3, layers=["conv", "depthwise", "dense"]), _inputs((6, 6, 3))
 
 
-# ------------------------------------------------------------------------------------------------- checks
-
-CLASSES = list(SPECS.registered())
-_BUILT: dict[type, tuple[keras.Model, np.ndarray]] = {}
-
-
-def _built(cls: type) -> tuple[keras.Model, np.ndarray]:
-    if cls not in EXAMPLES:
-        pytest.fail(f"{class_path(cls)} has a spec but no example model in tests/test_conformance.py: add one")
-    if cls not in _BUILT:
-        model, x = EXAMPLES[cls]()
-        present = {type(op) for op in GraphWalk(model).model.operations}
-        present |= {type(call.layer) for call in GraphWalk(model).calls}
-        assert cls in present, f"the example of {cls.__name__} does not contain one"
-        _BUILT[cls] = model, x
-    return _BUILT[cls]
-
-
-def _outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return keras.ops.convert_to_numpy(model(x, training=False))
-
-
-def _assert_close(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
-    assert expected.shape == actual.shape, what
-    scale = max(1.0, float(np.ptp(expected)))
-    assert np.max(np.abs(expected - actual)) <= 1e-5 * scale, what
-
-
-def _ids(cls: type) -> str:
-    module = cls.__module__
-    return cls.__name__ if module.startswith("keras.src.layers") else f"{module.split('.')[-1]}.{cls.__name__}"
-
-
-def test_every_registered_class_has_an_example():
-    missing = [class_path(cls) for cls in SPECS.registered() if cls not in EXAMPLES]
-    assert not missing, f"spec(s) without a conformance example: {missing}"
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_one_mac_rule(cls):
-    model, _ = _built(cls)
-    spec_macs = sum(dot.positions * math.prod(dot.variable.shape)
-                    for call in GraphWalk(model).calls for dot in spec_for(call.layer).dot_products(call))
-    assert spec_macs == profile.profile(model).total.macs == ChannelGraph(model).cost()
-    assert ChannelGraph(model).cost(metric="params") == model.count_params()
-
-
 # MACs of the example's calls of the class, by the textbook formulas (module docstring of specs.keras_layers):
 # k·C_in·C_out per output position, depthwise k·C_in·m, transposed convolutions the kernel per input position.
 FRAME = ("producer", "consumer", "left", "right")  # the layers examples put around the one they exercise
@@ -311,45 +307,120 @@ EXPECTED_MACS = {
 }
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_macs_follow_the_formulas(cls):
-    model, _ = _built(cls)
-    calls = [call for call in GraphWalk(model).calls if type(call.layer) is cls and call.name not in FRAME]
+# ------------------------------------------------------------------------------------------------ variants
+
+# Rules with branches the class examples do not take: (class, builder, MACs of its calls).
+VARIANTS: dict[str, tuple[type, Example, int]] = {
+    "Conv2D-groups-depthwise": (layers.Conv2D, sandwich(  # groups = C_in: a depthwise convolution, multiplier 2
+        lambda: layers.Conv2D(12, 3, groups=6, padding="same", **_SEED), (5, 5, 3)), 9 * 12 * 25),
+    "Conv2D-groups-2": (layers.Conv2D, sandwich(
+        lambda: layers.Conv2D(4, 3, groups=2, padding="same", **_SEED), (5, 5, 3)), 9 * 3 * 4 * 25),
+    "Softmax-over-positions": (layers.Softmax, sandwich(lambda: layers.Softmax(axis=1), (5, 5, 3)), 0),
+    "Permute-moving-channels": (layers.Permute, sandwich(lambda: layers.Permute((1, 3, 2)), (4, 5, 3)), 0),
+    "Normalization-scalar": (layers.Normalization, sandwich(
+        lambda: layers.Normalization(mean=0.5, variance=2.0), (5, 5, 3)), 0),
+    "Normalization-per-channel": (layers.Normalization, sandwich(
+        lambda: layers.Normalization(axis=-1, mean=np.arange(6.0), variance=np.arange(1.0, 7.0)), (5, 5, 3)), 0),
+}
+
+
+# ------------------------------------------------------------------------------------------------- checks
+
+
+def _ids(cls: type) -> str:
+    module = cls.__module__
+    return cls.__name__ if module.startswith("keras.src.layers") else f"{module.split('.')[-1]}.{cls.__name__}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    cls: type
+    build: Example | None
+    macs: int
+
+
+CASES = [Case(_ids(cls), cls, EXAMPLES.get(cls), EXPECTED_MACS.get(cls, 0)) for cls in SPECS.registered()]
+CASES += [Case(name, cls, build, macs) for name, (cls, build, macs) in VARIANTS.items()]
+_BUILT: dict[str, tuple[keras.Model, np.ndarray]] = {}
+cases = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+
+
+def _built(case: Case) -> tuple[keras.Model, np.ndarray]:
+    if case.build is None:
+        pytest.fail(f"{class_path(case.cls)} has a spec but no example model in tests/test_conformance.py: add one")
+    if case.id not in _BUILT:
+        model, x = case.build()
+        present = {type(op) for op in GraphWalk(model).model.operations}
+        present |= {type(call.layer) for call in GraphWalk(model).calls}
+        assert case.cls in present, f"the example of {case.cls.__name__} does not contain one"
+        _BUILT[case.id] = model, x
+    return _BUILT[case.id]
+
+
+def _outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _assert_close(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
+    assert expected.shape == actual.shape, what
+    scale = max(1.0, float(np.ptp(expected)))
+    assert np.max(np.abs(expected - actual)) <= 1e-5 * scale, what
+
+
+def test_every_registered_class_has_an_example():
+    missing = [class_path(cls) for cls in SPECS.registered() if cls not in EXAMPLES]
+    assert not missing, f"spec(s) without a conformance example: {missing}"
+
+
+@cases
+def test_one_mac_rule(case):
+    model, _ = _built(case)
+    spec_macs = sum(dot.positions * math.prod(dot.variable.shape)
+                    for call in GraphWalk(model).calls for dot in spec_for(call.layer).dot_products(call))
+    assert spec_macs == profile.profile(model).total.macs == ChannelGraph(model).cost()
+    assert ChannelGraph(model).cost(metric="params") == model.count_params()
+
+
+@cases
+def test_macs_follow_the_formulas(case):
+    model, _ = _built(case)
+    calls = [call for call in GraphWalk(model).calls if type(call.layer) is case.cls and call.name not in FRAME]
     own = sum(dot.positions * math.prod(dot.variable.shape) for call in calls
               for dot in spec_for(call.layer).dot_products(call))
-    assert own == EXPECTED_MACS.get(cls, 0), "a class with dot products needs its expected MACs in EXPECTED_MACS"
+    assert own == case.macs, "a class with dot products needs its expected MACs in EXPECTED_MACS"
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_micronet_counts_it(cls):
-    model, _ = _built(cls)
+@cases
+def test_micronet_counts_it(case):
+    model, _ = _built(case)
     result = micronet.score(model)
     assert np.isfinite(result.score) and result.total.ops > 0
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_strip_keeps_outputs(cls):
-    model, x = _built(cls)
+@cases
+def test_strip_keeps_outputs(case):
+    model, x = _built(case)
     plain = export.strip(model)
     leftovers = [layer.name for layer in iter_layers(plain) if getattr(spec_for(layer), "strip", None) is not None]
     assert not leftovers, f"strip left {leftovers}"
-    _assert_close(_outputs(model, x), _outputs(plain, x), f"strip changed the outputs of {cls.__name__}")
+    _assert_close(_outputs(model, x), _outputs(plain, x), f"strip changed the outputs of {case.id}")
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_keras_save_load(cls, tmp_path):
-    model, x = _built(cls)
+@cases
+def test_keras_save_load(case, tmp_path):
+    model, x = _built(case)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
     assert sorted(type(layer).__name__ for layer in iter_layers(loaded)) == sorted(
         type(layer).__name__ for layer in iter_layers(model))
-    _assert_close(_outputs(model, x), _outputs(loaded, x), f".keras round trip changed {cls.__name__}")
+    _assert_close(_outputs(model, x), _outputs(loaded, x), f".keras round trip changed {case.id}")
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
-def test_shrink_matches_masks_and_predicted_cost(cls):
-    model, x = _built(cls)
+@cases
+def test_shrink_matches_masks_and_predicted_cost(case):
+    model, x = _built(case)
     graph = ChannelGraph(model)
     masks = {}
     for group in graph.prunable_groups:
@@ -357,7 +428,7 @@ def test_shrink_matches_masks_and_predicted_cost(cls):
             masks[group.id] = np.arange(group.size) % 2 == 0
     masked = insert_channel_masks(model, masks, graph=graph)
     small = shrink(model, masks, graph=graph)
-    _assert_close(_outputs(masked, x), _outputs(small, x), f"shrinking changed the outputs of {cls.__name__}")
+    _assert_close(_outputs(masked, x), _outputs(small, x), f"shrinking changed the outputs of {case.id}")
     keep = {g: int(m.sum()) for g, m in fold_channel_masks(graph, masks).items()}
     assert profile.profile(small).total.macs == graph.cost(keep)
     removed = sum(graph.numel(v, keep) for layer in graph.layers.values() if isinstance(layer, ChannelMask)

@@ -193,7 +193,7 @@ def _get_item(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
     """``x[:, 1:, ::2]``, ``x[:, None, None, :]`` keep the channel axis; ``x[..., :4]`` or ``x[..., 0]`` cut it."""
     channels = call.inputs[0].shape[-1]
     entry = _channel_key(call.node.arguments.args[1], _rank(call.inputs[0]))
-    if isinstance(entry, slice) and range(channels)[entry] == range(channels):
+    if channels is not None and isinstance(entry, slice) and range(channels)[entry] == range(channels):
         return [inputs[0]]
     return _new_kept_group(call, inputs, builder, "indexes the channel axis")
 

@@ -74,6 +74,7 @@ def test_bad_targets_are_refused():
         prune_channels(model, "fisher", target_channels=0.8)
 
 
+@pytest.mark.slow
 def test_prune_script_writes_model_and_kept_channels(tmp_path):
     output = tmp_path / "lenet5_pruned.keras"
     source = REPO / "models" / "lenet5_fashion_mnist.keras"

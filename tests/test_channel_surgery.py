@@ -6,8 +6,7 @@ import pytest
 from keras import layers
 
 from tfcompress import export, keras_graph, pruning, runtime, training, zoo
-from tfcompress.graph import ChannelGraph
-from tfcompress.graph import ChannelMask
+from tfcompress.graph import ChannelGraph, ChannelMask
 
 RNG = np.random.default_rng(0)
 
@@ -75,6 +74,7 @@ def test_shrink_leaves_its_input_untouched_and_validates_masks():
         pruning.shrink(model, {999: np.ones(1, bool)}, graph=graph)
 
 
+@pytest.mark.slow
 def test_shrunk_model_trains_saves_reloads_and_exports(tmp_path):
     model = zoo.resnet_cifar(20, (32, 32, 1), 10)
     x = RNG.normal(size=(64, 32, 32, 1)).astype("float32")
@@ -92,6 +92,7 @@ def test_shrunk_model_trains_saves_reloads_and_exports(tmp_path):
     assert relative_diff(reloaded(x[:8]), lite.predict(x[:8])) <= 1e-5
 
 
+@pytest.mark.slow
 def test_masked_model_round_trips_and_shrinks_the_same(tmp_path):
     model = zoo.mobilenet_v2((32, 32, 3), 10, width_multiplier=0.5)
     x = RNG.normal(size=(16, 32, 32, 3)).astype("float32")

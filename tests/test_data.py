@@ -75,6 +75,7 @@ def test_stratified_holdout_is_deterministic_disjoint_and_balanced(fashion_train
     assert np.bincount(labels[holdout_idx]).tolist() == [600] * 10
 
 
+@pytest.mark.slow
 def test_holdout_and_train_splits_through_the_pipeline():
     holdout = data.load("fashion_mnist", "holdout", holdout_fraction=0.1, batch_size=1000)
     train = data.load("fashion_mnist", "train", holdout_fraction=0.1, batch_size=1000, shuffle=False)
@@ -98,6 +99,7 @@ def test_bilinear_resize_and_pad_refuses_to_shrink():
         data.load("fashion_mnist", "test", image_size=20)
 
 
+@pytest.mark.slow
 def test_normalization_gives_zero_mean_unit_std_on_train():
     dataset = data.load("fashion_mnist", "train", batch_size=10000, shuffle=False)
     pixels = np.concatenate([x.numpy().ravel() for x, _ in dataset])

@@ -97,6 +97,7 @@ def _data(n=96, seed=0):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
 
+@pytest.mark.slow
 def test_training_sparsity_rises_with_lambda_and_assignment_follows_the_rule():
     sparsities = []
     for divr in (0.05, 1.0):
@@ -117,6 +118,7 @@ def test_training_sparsity_rises_with_lambda_and_assignment_follows_the_rule():
     assert sparsities[1] > sparsities[0] + 0.1, sparsities
 
 
+@pytest.mark.slow
 def test_retrain_phase_freezes_assignment_and_shadow_kernel():
     model = ec2t.ternarize(_small_model(), ini_c_divr=0.8)  # centroids well above the 0.675·std floor
     ec2t.train(model, _data(), epochs=1, lambda_max_divr=0.2, verbose=0)
@@ -187,6 +189,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus():
     process = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=300,
@@ -200,6 +203,7 @@ def test_mirrored_strategy_over_two_logical_cpus():
     assert result["sparsity"] > 0.3
 
 
+@pytest.mark.slow
 def test_ternarize_script_end_to_end(tmp_path):
     output = tmp_path / "lenet5_ec2t.keras"
     process = run_script(
@@ -225,6 +229,7 @@ def test_ternarize_script_end_to_end(tmp_path):
     assert np.unique(stripped.get_layer("conv2").kernel.numpy()).size == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("flag", "message"), [
     ("--lambda_max_divr=0", "--lambda_max_divr must be > 0"),
     ("--epochs=0", "--epochs must be ≥ 1"),

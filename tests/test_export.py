@@ -30,6 +30,7 @@ def _calibration(model):
     return tfc.data.load("fashion_mnist", "train", batch_size=100, shuffle=True, seed=0, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("quantization", "int8_io", "min_agreement", "max_relative_diff"),
     [
@@ -55,6 +56,7 @@ def test_lenet5_reference_parity_on_the_full_test_set(lenet5, quantization, int8
     assert abs(report.tflite_accuracy - report.keras_accuracy) <= 0.005, report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_resnet20_reference_parity(quantization):
     model = export.load_keras_model(RESNET20)
@@ -114,10 +116,14 @@ def _strip_times_two(layer, inputs):
     return keras.layers.Rescaling(2.0, name=f"{layer.name}_plain")(inputs)
 
 
-specs.register(TimesTwoForTraining, spec=specs.LayerSpec(strip=_strip_times_two))
+@pytest.fixture
+def times_two_strips():
+    with specs.SPECS.scoped():  # registered for this test only
+        specs.register(TimesTwoForTraining, spec=specs.LayerSpec(strip=_strip_times_two))
+        yield
 
 
-def test_strip_replaces_registered_and_inference_noop_layers():
+def test_strip_replaces_registered_and_inference_noop_layers(times_two_strips):
     inputs = keras.Input((6,))
     x = keras.layers.Dense(5, name="d1")(inputs)
     x = TimesTwoForTraining(name="times_two")(x)
@@ -163,6 +169,7 @@ def test_files_that_are_not_models_are_refused(tmp_path):
         runtime.TFLiteModel(text)
 
 
+@pytest.mark.slow
 def test_export_evaluate_scripts_round_trip(tmp_path):
     output = tmp_path / "lenet5_int8.tflite"
     run_script("export", f"--model={LENET5}", "--quantization=int8", "--int8_io", "--num_calibration=300",
@@ -179,6 +186,7 @@ def test_export_evaluate_scripts_round_trip(tmp_path):
     assert abs(result["accuracy"] - keras_accuracy) <= 0.005
 
 
+@pytest.mark.slow
 def test_export_script_refuses_bad_input_and_writes_nothing(tmp_path):
     not_a_model = tmp_path / "model.keras"
     not_a_model.write_text("hello")

@@ -28,6 +28,11 @@ from tfcompress.pruning import get_importance, insert_channel_masks, plan_channe
 SHAPE = (8, 8, 3)
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(0)  # random-init models: a fixed draw, so no test depends on a lucky one
+
+
 def _relative(reference, other) -> float:
     reference, other = np.asarray(reference, np.float64), np.asarray(other, np.float64)
     return float(np.max(np.abs(reference - other)) / np.ptp(reference))

@@ -475,6 +475,7 @@ def test_stats_line_prefix_rule():
 # The script
 
 
+@pytest.mark.slow
 def test_cli_writes_valid_json(tiny_tflite, tmp_path):
     output = tmp_path / "out" / "latency.json"
     process = run_script("benchmark", f"--tflite={tiny_tflite}", "--runs=6", "--warmup=1", "--threads=2",
@@ -488,6 +489,7 @@ def test_cli_writes_valid_json(tiny_tflite, tmp_path):
     assert json.loads(printed) == written
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_non_tflite_file_and_writes_nothing(tmp_path):
     not_a_model = tmp_path / "notes.txt"
     not_a_model.write_text("hello, world")

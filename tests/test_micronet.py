@@ -206,6 +206,7 @@ def test_to_dict_round_trips_through_json_and_table_has_the_score():
     assert "score" in table and "conv" in table and "total" in table
 
 
+@pytest.mark.slow
 def test_score_script_writes_json(tmp_path):
     model = fill_nonzero(zoo.lenet5((28, 28, 1), 10))
     path = files.save_model(model, tmp_path / "lenet5.keras")

@@ -32,6 +32,7 @@ def _relative_diff(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(1.0, np.ptp(a)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, _ in ZOO] + APPLICATIONS)
 def test_prune_30_percent_of_every_group(name):
     model, shape = _build(name)

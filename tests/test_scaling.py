@@ -36,6 +36,7 @@ def _builder(phi):
     return scaling.build(phi, (16, 16, 1), 10, base_blocks=1, dropout=0.0)
 
 
+@pytest.mark.slow
 def test_search_stops_at_the_first_phi_reaching_the_target(tiny_data):
     train, holdout = tiny_data
     result = scaling.search(train, holdout, 0.05, input_shape=(16, 16, 1), num_classes=10, phis=(0.0, 1.0),

@@ -167,6 +167,7 @@ def test_sparsity_that_empties_a_layer_is_refused_unless_allowed() -> None:
     assert masks_lib.mask_sparsity(masks)["total"] == pytest.approx(0.999, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_snip_beats_random_at_high_sparsity_on_fashion_mnist() -> None:
     train = tfc.data.load("fashion_mnist", "train", batch_size=64, limit=2048, shuffle=True, seed=0)
     test = tfc.data.load("fashion_mnist", "test", batch_size=1000, limit=2000)
@@ -186,6 +187,7 @@ def test_snip_beats_random_at_high_sparsity_on_fashion_mnist() -> None:
     assert accuracy["snip"] > accuracy["random"] + 0.2, accuracy
 
 
+@pytest.mark.slow
 def test_script_prints_layer_sparsity_and_error(tmp_path) -> None:
     output = tmp_path / "lenet.keras"
     process = run_script("snip", "--model=lenet_300_100", "--target_sparsity=0.9", "--epochs=1",

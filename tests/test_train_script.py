@@ -10,11 +10,13 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, run_script
 from tfcompress import data, training
 
 
+@pytest.mark.slow
 def test_train_writes_model_and_sidecar_that_agree(tmp_path):
     output = tmp_path / "lenet5.keras"
     run_script("train", "--model=lenet5", "--epochs=2", "--train_limit=4096", "--lr=0.05", f"--output={output}")
@@ -28,6 +30,7 @@ def test_train_writes_model_and_sidecar_that_agree(tmp_path):
     assert abs(accuracy - sidecar["test_accuracy"]) < 1e-6
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_its_input_and_changes_nothing(tmp_path):
     source = tmp_path / "in.keras"
     keras.Model.save(__import__("tfcompress").zoo.lenet5(), source)
@@ -39,6 +42,7 @@ def test_refuses_to_overwrite_its_input_and_changes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.keras"]
 
 
+@pytest.mark.slow
 def test_unknown_model_fails_cleanly_and_writes_nothing(tmp_path):
     process = run_script("train", "--model=resnet19", f"--output={tmp_path / 'x.keras'}", check=False)
     assert process.returncode != 0
@@ -46,6 +50,7 @@ def test_unknown_model_fails_cleanly_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     output = tmp_path / "m.keras"
     args = ["--model=lenet_300_100", "--epochs=30", "--train_limit=512", "--batch_size=128", f"--output={output}"]

@@ -34,6 +34,7 @@ def test_parameter_counts_match_published_values(name, shape, classes, published
     assert abs(count - published) <= tolerance * published, f"{name}: {count:,} vs published {published:,}"
 
 
+@pytest.mark.slow
 def test_micronet_phi_3_5_is_the_published_c100_micronet():
     model = zoo.micronet_resnet((32, 32, 3), 100, phi=3.5)
     convs = [layer for layer in model.layers if layer.name.endswith("_conv1")]
@@ -66,6 +67,7 @@ def test_models_run_and_output_logits(name, kwargs, shape):
     assert not np.allclose(np.sum(logits, axis=-1), 1.0)  # logits, not probabilities (no softmax layer)
 
 
+@pytest.mark.slow
 def test_width_multiplier_shrinks_mobilenets():
     full = trainable_params(zoo.mobilenet_v1((32, 32, 3), 10))
     half = trainable_params(zoo.mobilenet_v1((32, 32, 3), 10, width_multiplier=0.5))

@@ -28,7 +28,7 @@ import numpy as np
 from tfcompress import files
 from tfcompress.graph import ChannelGraph
 from tfcompress.pruning.importance import Importance, get_importance
-from tfcompress.pruning.shrink import shrink
+from tfcompress.pruning.shrink import channel_mask_params, fold_channel_masks, shrink
 
 CostFn = Callable[[Mapping[int, int]], float]
 PLAN_FORMAT = "tfcompress.channel_plan/1"
@@ -112,8 +112,13 @@ def plan_channels(
     scope: str = "global",
     min_channels: int = 1,
     channel_multiple: int = 1,
+    already_removed: Mapping[int, np.ndarray] | None = None,
 ) -> PruningPlan:
     """Turns channel scores into keep-masks that meet exactly one target.
+
+    ``already_removed`` gives per-group keep-masks of channels that are gone whatever the plan says (the model's
+    ``ChannelMask`` layers, :func:`tfcompress.pruning.shrink.fold_channel_masks`): they are removed first, and the
+    plan's counts and costs include them.
 
     Raises:
         ValueError: no target or several, a target out of range, or one that cannot be met without emptying
@@ -137,6 +142,8 @@ def plan_channels(
         raise ValueError(f"{name} (the fraction of the original kept) must be in (0, 1], got {value}")
 
     groups = graph.prunable_groups
+    already_removed = graph.check_masks(already_removed or {})
+    scores = {g: np.where(already_removed[g], s, -np.inf) if g in already_removed else s for g, s in scores.items()}
     order = _removal_order(groups, scores, scope, min_channels)
     removable = [(g.id, max(0, g.size - min_channels)) for g in groups]
 
@@ -178,13 +185,17 @@ def plan_channels(
         removed = low
     counts = keep_counts(removed)
     masks = _masks_from_counts(graph, scores, counts, order if scope == "global" else None)
-    all_after = {g: counts.get(g, graph.groups[g].size) for g in graph.groups}
+    for g, keep in already_removed.items():  # gone anyway, even where the target did not need them
+        masks[g] = masks.get(g, np.ones(graph.groups[g].size, bool)) & keep
+    all_after = {g: int(masks[g].sum()) if g in masks else graph.groups[g].size for g in graph.groups}
     return PruningPlan(
         masks=masks,
         channels_before={g: group.size for g, group in graph.groups.items()},
         channels_after=all_after,
         macs_before=graph.cost(metric="macs"), macs_after=graph.cost(all_after, "macs"),
-        params_before=graph.cost(metric="params"), params_after=graph.cost(all_after, "params"),
+        # shrink removes the ChannelMask layers: their vectors are not in the pruned model
+        params_before=graph.cost(metric="params"),
+        params_after=graph.cost(all_after, "params") - channel_mask_params(graph, all_after),
         group_names={g: group.name for g, group in graph.groups.items()},
         group_layers={g: list(group.producers) for g, group in graph.groups.items()},
     )
@@ -197,7 +208,8 @@ def _removal_order(groups, scores: Mapping[int, np.ndarray], scope: str, min_cha
         group_scores = np.asarray(scores[group.id], dtype=np.float64)
         if group_scores.shape != (group.size,):
             raise ValueError(f"scores of group {group.id} have shape {group_scores.shape}, expected ({group.size},)")
-        mean = group_scores.mean()
+        finite = group_scores[np.isfinite(group_scores)]  # −inf: a channel already removed
+        mean = finite.mean() if finite.size else 0.0
         normalized = group_scores / mean if scope == "global" and mean > 0 else group_scores
         ranked = np.argsort(normalized, kind="stable")
         entries += [(normalized[c], group.id, int(c), rank) for rank, c in enumerate(ranked)
@@ -280,7 +292,8 @@ def prune_channels(
         scorer.fit(graph, data, num_batches)
     plan = plan_channels(graph, scorer.scores(graph), target_channels=target_channels, target_macs=target_macs,
                          target_params=target_params, cost_fn=cost_fn, target_cost=target_cost,
-                         scope=scope or "global", min_channels=min_channels, channel_multiple=channel_multiple)
+                         scope=scope or "global", min_channels=min_channels, channel_multiple=channel_multiple,
+                         already_removed=fold_channel_masks(graph, {}))
     return PruningResult(shrink(model, plan.masks, graph=graph), plan)
 
 

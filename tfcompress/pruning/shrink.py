@@ -36,6 +36,12 @@ def fold_channel_masks(graph: ChannelGraph, masks: dict[int, np.ndarray]) -> dic
     return combined
 
 
+def channel_mask_params(graph: ChannelGraph, keep_counts: dict[int, int] | None = None) -> int:
+    """Parameters of the model's ChannelMask layers (at ``keep_counts``), which :func:`shrink` removes."""
+    return sum(graph.numel(variable, keep_counts) for call in graph.walk.calls
+               if isinstance(call.layer, ChannelMask) and call.index == 0 for variable in call.layer.weights)
+
+
 def shrink(
     model: keras.Model,
     masks: dict[int, np.ndarray] | None = None,

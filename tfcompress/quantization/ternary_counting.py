@@ -46,9 +46,16 @@ def effective_kernel(layer: keras.layers.Layer) -> np.ndarray:
 
 
 def is_ternary_kernel(kernel: np.ndarray) -> bool:
-    """True when the kernel's values are {−a, 0, +b} or a subset containing 0 (at most one value per sign)."""
+    """True when the kernel's values are {−a, 0, +b} or a subset (at most one value per sign).
+
+    A ternary layer whose assignment has no zero (a small layer, or a low threshold) leaves {−a, +b}: it is
+    ternary too. A subset without 0 only counts when values repeat, so that a plain kernel of one or two weights
+    is not taken for ternary.
+    """
     values = np.unique(kernel)
-    return values.size <= 3 and (values > 0).sum() <= 1 and (values < 0).sum() <= 1 and bool((values == 0).any())
+    if values.size > 3 or (values > 0).sum() > 1 or (values < 0).sum() > 1:
+        return False
+    return bool((values == 0).any()) or values.size < np.size(kernel)
 
 
 # ----------------------------------------------------------------------------------------- MicroNet counting

@@ -64,8 +64,7 @@ def main(argv: list[str]) -> None:
 
     import tfcompress as tfc
     from tfcompress import export, files, latency, report
-    from tfcompress.pruning import magnitude, snip
-    from tfcompress.pruning import masks as masks_lib
+    from tfcompress.pruning import magnitude, snip, weight_masks
 
     started = time.time()
     sparsities = [float(s) for s in FLAGS.sparsities]
@@ -109,11 +108,11 @@ def main(argv: list[str]) -> None:
                     layer_sparsity.setdefault(name, []).append(result.layer_sparsity())
                 record(name, "snip", sparsity, seed, train(result.model, FLAGS.epochs, seed, name))
                 if sparsity == 0.95 and seed == 0:
-                    sizes.extend(_sizes(name, dense, result.model, export, masks_lib, tfc))
+                    sizes.extend(_sizes(name, dense, result.model, export, weight_masks, tfc))
 
                 keras.utils.set_random_seed(seed)
                 fresh = tfc.zoo.build(name, (28, 28, 1), 10)
-                random_model = masks_lib.apply_masks(
+                random_model = weight_masks.apply_masks(
                     fresh, magnitude.random_masks(fresh, sparsity, scope="local", prune_biases=True, seed=seed))
                 record(name, "random", sparsity, seed, train(random_model, FLAGS.epochs, seed, name))
 
@@ -147,12 +146,12 @@ def main(argv: list[str]) -> None:
     print(text)
 
 
-def _sizes(name, dense, masked, export, masks_lib, tfc) -> list[dict]:
+def _sizes(name, dense, masked, export, weight_masks, tfc) -> list[dict]:
     """Sizes of the trained dense and 95 %-SNIP models as float32 and int8, each without and with sparse encoding."""
     calibration = tfc.data.load(DATASET, "train", batch_size=100, seed=0)
     rows = []
     for variant, model in ((f"{name} dense", dense), (f"{name} SNIP 95 %", masked)):
-        nonzero = masks_lib.weight_sparsity(export.strip(model), prune_biases=True)["total"]["nonzero"]
+        nonzero = weight_masks.weight_sparsity(export.strip(model), prune_biases=True)["total"]["nonzero"]
         for mode, sparse in (("float32", False), ("float32", True), ("int8", False), ("int8", True)):
             blob = export.to_tflite(model, mode, sparse=sparse, representative_data=calibration,
                                     num_calibration_samples=200)

@@ -31,8 +31,7 @@ from tests.conftest import REPO
 from tfcompress import export, micronet, profile, runtime, training, zoo
 from tfcompress.graph import ChannelGraph, ChannelMask
 from tfcompress.keras_graph import iter_layers
-from tfcompress.pruning import insert_channel_masks, magnitude, prune_channels, snip
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import insert_channel_masks, magnitude, prune_channels, snip, weight_masks
 from tfcompress.pruning.shrink import fold_channel_masks
 from tfcompress.quantization import ec2t, scoring, ternary, ttq
 from tfcompress.specs import spec_for
@@ -152,12 +151,12 @@ def _relative_diff(expected: np.ndarray, actual: np.ndarray) -> float:
 
 def _wrappers(model: keras.Model) -> Counter:
     """How many layers of each tfcompress training class the model holds."""
-    kinds = (masks_lib.WeightMask, ChannelMask, *ternary.TERNARY_LAYER_TYPES)
+    kinds = (weight_masks.WeightMask, ChannelMask, *ternary.TERNARY_LAYER_TYPES)
     return Counter(type(layer).__name__ for layer in iter_layers(model) if isinstance(layer, kinds))
 
 
-def _weight_masks(model: keras.Model) -> list[masks_lib.WeightMask]:
-    return [layer for layer in iter_layers(model) if isinstance(layer, masks_lib.WeightMask)]
+def _weight_masks(model: keras.Model) -> list[weight_masks.WeightMask]:
+    return [layer for layer in iter_layers(model) if isinstance(layer, weight_masks.WeightMask)]
 
 
 def _assert_zeros_held(model: keras.Model) -> None:
@@ -196,7 +195,7 @@ def _companions(model: keras.Model) -> dict[tuple[str, str], tuple]:
     """{(layer, what): (base variable, value)} for every weight mask and ternary assignment."""
     found = {}
     for layer in iter_layers(model):
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             for name, mask in layer.get_masks().items():
                 found[layer.name, name] = layer.target(name), mask
         elif isinstance(layer, ternary.TernaryMixin):

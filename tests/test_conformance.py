@@ -31,8 +31,8 @@ from tfcompress import export, micronet, profile
 from tfcompress.graph import ChannelGraph, ChannelMask
 from tfcompress.keras_graph import GraphWalk, iter_layers
 from tfcompress.pruning import insert_channel_masks, shrink
-from tfcompress.pruning.masks import WeightMask
 from tfcompress.pruning.shrink import fold_channel_masks
+from tfcompress.pruning.weight_masks import WeightMask
 from tfcompress.quantization import ec2t
 from tfcompress.quantization.ternary import TernaryConv2D, TernaryDense, TernaryDepthwiseConv2D
 from tfcompress.specs import SPECS, class_path, spec_for
@@ -270,7 +270,7 @@ def _channel_mask() -> tuple[keras.Model, np.ndarray]:
 
 @example(WeightMask)
 def _weight_mask() -> tuple[keras.Model, np.ndarray]:
-    from tfcompress.pruning import masks as masks_lib
+    from tfcompress.pruning import weight_masks
 
     inputs = keras.Input((6, 6, 3))
     x = layers.Conv2D(6, 3, padding="same", name="conv", **_SEED)(inputs)
@@ -279,8 +279,8 @@ def _weight_mask() -> tuple[keras.Model, np.ndarray]:
     model = keras.Model(inputs, layers.Dense(4, name="dense", **_SEED)(x))
     rng = np.random.default_rng(7)
     masks = {name: {w: rng.random(v.shape) > 0.5 for w, v in per.items()}
-             for name, per in masks_lib.prunable_weights(model, prune_biases=True).items()}
-    return masks_lib.apply_masks(model, masks), _inputs((6, 6, 3))
+             for name, per in weight_masks.prunable_weights(model, prune_biases=True).items()}
+    return weight_masks.apply_masks(model, masks), _inputs((6, 6, 3))
 
 
 @example(TernaryConv2D, TernaryDepthwiseConv2D, TernaryDense)

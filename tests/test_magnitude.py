@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfcompress.pruning import magnitude
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import magnitude, weight_masks
 
 
 def _model() -> keras.Model:
@@ -48,15 +47,15 @@ def test_magnitude_pruning_keeps_the_largest_weights() -> None:
     kernel = np.abs(model.get_layer("fc").kernel.numpy())
     assert kernel[masks["fc"]["kernel"]].min() >= kernel[~masks["fc"]["kernel"]].max()
     pruned = magnitude.prune_magnitude(model, 0.9, scope="global")
-    rows = masks_lib.weight_sparsity(pruned)
+    rows = weight_masks.weight_sparsity(pruned)
     assert rows["total"]["nonzero"] == round(rows["total"]["params"] * 0.1)
-    assert masks_lib.weight_sparsity(model)["total"]["sparsity"] == 0.0  # the original is left dense
+    assert weight_masks.weight_sparsity(model)["total"]["sparsity"] == 0.0  # the original is left dense
 
 
 def test_gradual_pruning_callback_reaches_the_schedule() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(160, 6, 6, 1)).astype("float32"), rng.integers(0, 3, 160)
-    model = masks_lib.wrap(_model())
+    model = weight_masks.wrap(_model())
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     schedule = magnitude.PolynomialDecay(0.0, 0.8, begin_step=2, end_step=12, power=3, frequency=5)
@@ -64,7 +63,7 @@ def test_gradual_pruning_callback_reaches_the_schedule() -> None:
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])  # 20 steps
     assert [step for step, _ in callback.history] == [2, 7, 12]
     assert callback.history[-1][1] == pytest.approx(0.8)
-    rows = masks_lib.weight_sparsity(model)
+    rows = weight_masks.weight_sparsity(model)
     for name, size in {"conv": 36, "fc": 768, "out": 36}.items():  # per layer, exactly, after 8 more steps
         assert rows[name]["params"] - rows[name]["nonzero"] == size - round(size * 0.2)
 

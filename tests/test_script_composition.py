@@ -18,7 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 import tfcompress as tfc
 from tests.conftest import REPO, run_script
 from tfcompress.keras_graph import iter_layers
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import weight_masks
 from tfcompress.quantization import ternary
 
 LENET5 = REPO / "models" / "lenet5_fashion_mnist.keras"  # 89.84 % on the Fashion-MNIST test split
@@ -45,7 +45,7 @@ def _masked_weights(model) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]
     """{layer: {weight: (mask, value)}} of the model's WeightMask layers."""
     return {layer.name: {w: (mask, np.asarray(getattr(layer.layer, w).numpy())) for w, mask in
                          layer.get_masks().items()}
-            for layer in iter_layers(model) if isinstance(layer, masks_lib.WeightMask)}
+            for layer in iter_layers(model) if isinstance(layer, weight_masks.WeightMask)}
 
 
 def _assert_zeros_kept(model, source_plain, plan) -> None:
@@ -76,7 +76,7 @@ def test_snip_then_prune_keeps_the_zeros_through_fine_tuning(tmp_path):
     _assert_zeros_kept(model, tfc.export.strip(tfc.export.load_keras_model(snipped)), report)
     # Global L1 ranking removes the emptiest channels first (fc1 keeps 188 of 500 units), so what stays is denser
     # than 90 % (≈ 78 % here); the zeros that stay are exactly the source's.
-    sparsity = masks_lib.weight_sparsity(model)["total"]["sparsity"]
+    sparsity = weight_masks.weight_sparsity(model)["total"]["sparsity"]
     assert sparsity == pytest.approx(report["weight_mask_sparsity"]["sparsity"], abs=0.02) and sparsity >= 0.7
     assert report["accuracy_finetuned"] >= 0.80, report["accuracy_finetuned"]  # 82–84 % measured; reference 89.84 %
 

@@ -11,8 +11,7 @@ import tensorflow as tf
 
 import tfcompress as tfc
 from tests.conftest import run_script
-from tfcompress.pruning import magnitude, snip
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import magnitude, snip, weight_masks
 
 
 def _model() -> keras.Model:
@@ -36,8 +35,8 @@ def test_saliency_is_the_gate_gradient_of_the_paper() -> None:
     model, (x, y) = _model(), _batch()
     scores = snip.connection_sensitivity(model, (x, y), prune_biases=True)
 
-    gated = masks_lib.wrap(model, prune_biases=True, copy=False)  # c = 1 everywhere
-    gates = {(layer.name, name): mask for layer in gated.layers if isinstance(layer, masks_lib.WeightMask)
+    gated = weight_masks.wrap(model, prune_biases=True, copy=False)  # c = 1 everywhere
+    gates = {(layer.name, name): mask for layer in gated.layers if isinstance(layer, weight_masks.WeightMask)
              for name, mask in zip(layer.masked_weights, layer.masks, strict=True)}
     with tf.GradientTape() as tape:
         for gate in gates.values():
@@ -97,7 +96,7 @@ def test_prune_init_options_and_original_untouched() -> None:
     original = [w.numpy().copy() for w in model.weights]
 
     same = snip.prune(model, batch, 0.7, init="model", seed=0)  # train_init defaults to "same"
-    fc = masks_lib.get_masks(same.model)["fc"]["kernel"]
+    fc = weight_masks.get_masks(same.model)["fc"]["kernel"]
     np.testing.assert_array_equal(same.model.get_layer("fc").layer.kernel.numpy(),
                                   model.get_layer("fc").kernel.numpy() * fc)
 
@@ -164,7 +163,7 @@ def test_sparsity_that_empties_a_layer_is_refused_unless_allowed() -> None:
     with pytest.raises(ValueError, match="disconnects the network"):
         snip.snip_masks(model, batch, 0.999)
     masks = snip.snip_masks(model, batch, 0.999, allow_empty_layers=True)
-    assert masks_lib.mask_sparsity(masks)["total"] == pytest.approx(0.999, abs=1e-3)
+    assert weight_masks.mask_sparsity(masks)["total"] == pytest.approx(0.999, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -178,7 +177,7 @@ def test_snip_beats_random_at_high_sparsity_on_fashion_mnist() -> None:
         if method == "snip":
             pruned = snip.prune(model, train, 0.98, num_batches=2, seed=0).model
         else:
-            pruned = masks_lib.apply_masks(model, magnitude.random_masks(model, 0.98, prune_biases=True, seed=0))
+            pruned = weight_masks.apply_masks(model, magnitude.random_masks(model, 0.98, prune_biases=True, seed=0))
         tfc.training.compile_classifier(pruned, tfc.training.sgd(0.1, 3 * 32, "cosine", 0.9, 5e-4))
         pruned.fit(train, epochs=3, verbose=0)
         accuracy[method] = tfc.training.evaluate(pruned, test)["accuracy"]
@@ -196,15 +195,15 @@ def test_script_prints_layer_sparsity_and_error(tmp_path) -> None:
     sidecar = json.loads((tmp_path / "lenet.keras.json").read_text())
     assert sidecar["layer_sparsity"]["total"]["sparsity"] == pytest.approx(0.9, abs=1e-4)
     masked = tfc.export.load_keras_model(output)  # WeightMask layers kept: the next program keeps the zeros
-    assert sorted(masks_lib.get_masks(masked)) == sorted(sidecar["weight_masks"]) == ["fc1", "fc2", "logits"]
-    kept = sum(int(m.sum()) for per in masks_lib.get_masks(masked).values() for m in per.values())
-    assert kept == masks_lib.weight_sparsity(masked, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
+    assert sorted(weight_masks.get_masks(masked)) == sorted(sidecar["weight_masks"]) == ["fc1", "fc2", "logits"]
+    kept = sum(int(m.sum()) for per in weight_masks.get_masks(masked).values() for m in per.values())
+    assert kept == weight_masks.weight_sparsity(masked, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
     stripped = tmp_path / "lenet_plain.keras"
     run_script("snip", "--model=lenet_300_100", "--target_sparsity=0.9", "--epochs=1", "--train_limit=200",
                "--strip", f"--output={stripped}")
     plain = tfc.export.load_keras_model(stripped)
-    assert {type(layer) for layer in plain.layers} >= {keras.layers.Dense} and not masks_lib.get_masks(plain)
-    assert masks_lib.weight_sparsity(plain, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
+    assert {type(layer) for layer in plain.layers} >= {keras.layers.Dense} and not weight_masks.get_masks(plain)
+    assert weight_masks.weight_sparsity(plain, prune_biases=True)["total"]["nonzero"] == round(266_610 * 0.1)
     bad = run_script("snip", "--model=lenet_300_100", "--target_sparsity=0.99999", "--epochs=1",
                      f"--output={tmp_path / 'bad.keras'}", check=False)
     assert bad.returncode != 0 and "disconnects the network" in bad.stderr

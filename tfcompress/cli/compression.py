@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcompress import specs
 from tfcompress.keras_graph import iter_layers, replace_layers
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import weight_masks
 from tfcompress.quantization import ternary
 
 
@@ -38,7 +38,7 @@ def describe(model: keras.Model) -> str:
 def weight_masked(model: keras.Model) -> dict[str, tuple[str, ...]]:
     """{layer name: masked weight names} of the model's WeightMask layers."""
     return {layer.name: tuple(layer.masked_weights) for layer in iter_layers(model)
-            if isinstance(layer, masks_lib.WeightMask)}
+            if isinstance(layer, weight_masks.WeightMask)}
 
 
 def strip_weight_masks(model: keras.Model, names: Collection[str] | None = None) -> keras.Model:
@@ -48,17 +48,17 @@ def strip_weight_masks(model: keras.Model, names: Collection[str] | None = None)
     chosen = set(weight_masked(model) if names is None else names) & set(weight_masked(model))
     if not chosen:
         return model
-    strip = specs.spec_for(masks_lib.WeightMask).strip
+    strip = specs.spec_for(weight_masks.WeightMask).strip
 
     def replacement_for(layer: keras.layers.Layer):
-        if not isinstance(layer, masks_lib.WeightMask) or layer.name not in chosen:
+        if not isinstance(layer, weight_masks.WeightMask) or layer.name not in chosen:
             return None
         return lambda *args, **kwargs: strip(layer, *args, **kwargs)
 
     return replace_layers(model, replacement_for)
 
 
-def zero_masks(model: keras.Model, weights: dict[str, Collection[str]]) -> masks_lib.Masks:
+def zero_masks(model: keras.Model, weights: dict[str, Collection[str]]) -> weight_masks.Masks:
     """Masks that keep every exact zero of the named weights ({layer name: weight names}) at zero."""
     layers = {layer.name: layer for layer in iter_layers(model)}
     return {name: {weight: np.asarray(getattr(layers[name], weight).numpy()) != 0 for weight in per}
@@ -73,14 +73,14 @@ def plain_prunable_zeros(model: keras.Model) -> tuple[float, dict[str, tuple[str
     zeros = total = 0
     holding: dict[str, tuple[str, ...]] = {}
     try:
-        prunable = masks_lib.prunable_weights(model, prune_biases=True)
+        prunable = weight_masks.prunable_weights(model, prune_biases=True)
     except ValueError:  # no prunable layer at all
         return 0.0, {}
     layers = {layer.name: layer for layer in iter_layers(model)}
     for name, per in prunable.items():
         if name in masked or name in ternary_names:
             continue
-        spec = masks_lib.prunable_spec(layers[name])
+        spec = weight_masks.prunable_spec(layers[name])
         values = {weight: np.asarray(variable.numpy()) for weight, variable in per.items()}
         for weight, value in values.items():
             if weight in spec.kernels:
@@ -96,7 +96,7 @@ def masked_sparsity(model: keras.Model) -> dict[str, float | int]:
     """Zeros held by the WeightMask layers' masked weights: {"params", "zeros", "sparsity"} (0 params if none)."""
     params = zeros = 0
     for layer in iter_layers(model):
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             for mask in layer.get_masks().values():
                 params += int(mask.size)
                 zeros += int(mask.size - np.count_nonzero(mask))

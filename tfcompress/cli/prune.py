@@ -114,7 +114,7 @@ def main(argv: list[str]) -> None:
         print(f"keep_zeros {'on' if keep_zeros else 'off'} ({how}; the plain prunable kernels are "
               f"{zero_fraction:.1%} zeros): {what}")
     if keep_zeros and holding_zeros:
-        model = tfc.pruning.masks.apply_masks(model, compression.zero_masks(model, holding_zeros))
+        model = tfc.pruning.weight_masks.apply_masks(model, compression.zero_masks(model, holding_zeros))
 
     # Surgery slices weight masks and ternary assignments with their kernels: the compression layers stay.
     if FLAGS.plan is not None:

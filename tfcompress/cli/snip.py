@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
-    from tfcompress.pruning import masks, snip
+    from tfcompress.pruning import snip, weight_masks
 
     from_file = FLAGS.model.endswith(".keras")
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model] if from_file else [])
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.image_size is not None or json.loads(FLAGS.model_args):
             raise ValueError("--image_size and --model_args build a zoo model; a .keras --model has its own shape")
         model = tfc.export.load_keras_model(FLAGS.model)
-        if masks.get_masks(model):
+        if weight_masks.get_masks(model):
             raise ValueError(f"{FLAGS.model} already has WeightMask layers; give SNIP a model without them")
         options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
     else:
@@ -104,12 +104,12 @@ def main(argv: list[str]) -> None:
 
     metrics = tfc.training.evaluate(result.model, test)
     saved = tfc.export.strip(result.model) if FLAGS.strip else result.model
-    layers = masks.weight_sparsity(saved, prune_biases=FLAGS.prune_biases)
+    layers = weight_masks.weight_sparsity(saved, prune_biases=FLAGS.prune_biases)
     tfc.files.save_model(saved, output)
     tfc.files.write_json(output.with_name(output.name + ".json"), {
         "model": FLAGS.model, "dataset": FLAGS.dataset, "test_accuracy": metrics["accuracy"],
         "test_error": 1.0 - metrics["accuracy"], "layer_sparsity": layers,
-        "weight_masks": sorted(masks.get_masks(saved)),
+        "weight_masks": sorted(weight_masks.get_masks(saved)),
         "prepass_seconds": round(result.prepass_seconds, 4), "train_seconds": round(train_seconds, 1),
         "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
     })

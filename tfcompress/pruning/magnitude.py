@@ -9,8 +9,8 @@
   scheduled sparsity by magnitude — the same schedule and step semantics as tfmot's
   ``PolynomialDecay`` / ``prune_low_magnitude``, without tfmot.
 
-All return or maintain masks in the :mod:`tfcompress.pruning.masks` format; apply them with
-:func:`tfcompress.pruning.masks.apply_masks`.
+All return or maintain masks in the :mod:`tfcompress.pruning.weight_masks` format; apply them with
+:func:`tfcompress.pruning.weight_masks.apply_masks`.
 """
 
 from __future__ import annotations
@@ -22,38 +22,38 @@ import keras
 import numpy as np
 
 from tfcompress.keras_graph import iter_layers
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import weight_masks
 
 
 def random_masks(
     model: keras.Model, sparsity: float, *, scope: str = "local", prune_biases: bool = False, seed: int | None = 0,
     allow_empty_layers: bool = False,
-) -> masks_lib.Masks:
+) -> weight_masks.Masks:
     """Masks keeping a uniformly random set of weights: round(N_l·(1 − sparsity)) in each layer
     (``scope="local"``) or round(N·(1 − sparsity)) anywhere in the model (``scope="global"``)."""
     rng = np.random.default_rng(seed)
     scores = {name: {w: rng.random(v.shape) for w, v in per.items()}
-              for name, per in masks_lib.prunable_weights(model, prune_biases).items()}
-    return masks_lib.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
+              for name, per in weight_masks.prunable_weights(model, prune_biases).items()}
+    return weight_masks.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
 
 
 def magnitude_masks(
     model: keras.Model, sparsity: float, *, scope: str = "global", prune_biases: bool = False,
     allow_empty_layers: bool = False,
-) -> masks_lib.Masks:
+) -> weight_masks.Masks:
     """Masks keeping the largest-magnitude weights of ``model`` (masked weights count as 0), globally or per layer."""
-    current = masks_lib.get_masks(model)
+    current = weight_masks.get_masks(model)
     scores = {
         name: {w: np.abs(np.asarray(v.numpy())) * current.get(name, {}).get(w, 1) for w, v in per.items()}
-        for name, per in masks_lib.prunable_weights(model, prune_biases).items()
+        for name, per in weight_masks.prunable_weights(model, prune_biases).items()
     }
-    return masks_lib.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
+    return weight_masks.masks_from_scores(scores, sparsity, scope=scope, allow_empty_layers=allow_empty_layers)
 
 
 def prune_magnitude(model: keras.Model, sparsity: float, **kwargs: Any) -> keras.Model:
     """One-shot magnitude pruning: a masked copy of (trained) ``model`` keeping its largest weights; fine-tune it
     with ``fit`` (the masks hold). Keyword arguments go to :func:`magnitude_masks`."""
-    return masks_lib.apply_masks(model, magnitude_masks(model, sparsity, **kwargs))
+    return weight_masks.apply_masks(model, magnitude_masks(model, sparsity, **kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +73,8 @@ class PolynomialDecay:
     frequency: int = 100
 
     def __post_init__(self) -> None:
-        masks_lib.check_sparsity(self.initial_sparsity, "initial_sparsity")
-        masks_lib.check_sparsity(self.final_sparsity, "final_sparsity")
+        weight_masks.check_sparsity(self.initial_sparsity, "initial_sparsity")
+        weight_masks.check_sparsity(self.final_sparsity, "final_sparsity")
         if self.begin_step < 0:
             raise ValueError(f"begin_step must be ≥ 0, got {self.begin_step}")
         if self.end_step <= self.begin_step:
@@ -101,8 +101,8 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
     as tfmot does; ``scope="global"`` ranks all layers together). Weights pruned earlier stay pruned (they are
     0), and the masks' constraint keeps them at 0 despite the optimizer's momentum.
 
-    The model must hold :class:`~tfcompress.pruning.masks.WeightMask` layers: build it with
-    ``tfcompress.pruning.masks.wrap(model)`` before compiling.
+    The model must hold :class:`~tfcompress.pruning.weight_masks.WeightMask` layers: build it with
+    ``tfcompress.pruning.weight_masks.wrap(model)`` before compiling.
 
     Args:
         schedule: when and how much to prune.
@@ -112,21 +112,21 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
 
     def __init__(self, schedule: PolynomialDecay, scope: str = "local", allow_empty_layers: bool = False) -> None:
         super().__init__()
-        if scope not in masks_lib.SCOPES:
-            raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}")
+        if scope not in weight_masks.SCOPES:
+            raise ValueError(f"scope must be one of {weight_masks.SCOPES}, got {scope!r}")
         self.schedule = schedule
         self.scope = scope
         self.allow_empty_layers = allow_empty_layers
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each pruning step
 
-    def _wrappers(self) -> list[masks_lib.WeightMask]:
-        return [layer for layer in iter_layers(self.model) if isinstance(layer, masks_lib.WeightMask)]
+    def _wrappers(self) -> list[weight_masks.WeightMask]:
+        return [layer for layer in iter_layers(self.model) if isinstance(layer, weight_masks.WeightMask)]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self._wrappers():
             raise ValueError(
                 f"GradualMagnitudePruning needs WeightMask layers in model {self.model.name!r}: wrap it with "
-                "tfcompress.pruning.masks.wrap(model) before compile()"
+                "tfcompress.pruning.weight_masks.wrap(model) before compile()"
             )
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
@@ -139,7 +139,7 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         for layer in wrappers:
             current = layer.get_masks()
             scores[layer.name] = {w: np.abs(np.asarray(layer.target(w).numpy())) * current[w] for w in current}
-        new_masks = masks_lib.masks_from_scores(scores, sparsity, scope=self.scope,
+        new_masks = weight_masks.masks_from_scores(scores, sparsity, scope=self.scope,
                                                 allow_empty_layers=self.allow_empty_layers)
         for layer in wrappers:
             layer.set_masks(new_masks[layer.name])

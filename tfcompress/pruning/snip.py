@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from tfcompress import training
 from tfcompress.keras_graph import iter_layers
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import weight_masks
 
 INITS = ("variance_scaling", "model")
 TRAIN_INITS = ("fresh", "same")
@@ -49,7 +49,7 @@ TRAIN_INITS = ("fresh", "same")
 def connection_sensitivity(
     model: keras.Model, batches: Any, *, prune_biases: bool = True, num_batches: int | None = 1,
     from_logits: bool = True,
-) -> masks_lib.Scores:
+) -> weight_masks.Scores:
     """Normalized connection sensitivity s_j / Σ_k s_k, s_j = |g_j · w_j|, of every prunable weight.
 
     Args:
@@ -62,7 +62,7 @@ def connection_sensitivity(
         {layer name: {weight name: scores}}, scores ≥ 0 summing to 1 over the whole model.
     """
     data = training.as_batches(batches, model, num_batches)
-    weights = masks_lib.prunable_weights(model, prune_biases)
+    weights = weight_masks.prunable_weights(model, prune_biases)
     keys = [(layer, name) for layer, per in weights.items() for name in per]
     variables = [weights[layer][name] for layer, name in keys]
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
@@ -86,7 +86,7 @@ def connection_sensitivity(
             "the connection sensitivity is zero (or not finite) everywhere: the loss does not depend on the "
             "prunable weights for this batch (all-zero weights or inputs?); re-initialize or check the data"
         )
-    scores: masks_lib.Scores = {layer: {} for layer in weights}
+    scores: weight_masks.Scores = {layer: {} for layer in weights}
     for (layer, name), part in zip(keys, s, strict=True):
         scores[layer][name] = part / norm
     return scores
@@ -95,20 +95,20 @@ def connection_sensitivity(
 def snip_masks(
     model: keras.Model, batches: Any, sparsity: float, *, prune_biases: bool = True, num_batches: int | None = 1,
     allow_empty_layers: bool = False,
-) -> masks_lib.Masks:
+) -> weight_masks.Masks:
     """SNIP masks of ``model`` on its current weights: the global top κ = round(N·(1 − sparsity)) saliencies.
 
     Raises:
         ValueError: sparsity outside [0, 1); a bad batch; a layer left without connections (unless
             ``allow_empty_layers``).
     """
-    sparsity = masks_lib.check_sparsity(sparsity)
+    sparsity = weight_masks.check_sparsity(sparsity)
     scores = connection_sensitivity(model, batches, prune_biases=prune_biases, num_batches=num_batches)
-    return masks_lib.masks_from_scores(scores, sparsity, scope="global", allow_empty_layers=allow_empty_layers)
+    return weight_masks.masks_from_scores(scores, sparsity, scope="global", allow_empty_layers=allow_empty_layers)
 
 
 def channel_saliency(
-    model: keras.Model, batches: Any = None, *, scores: masks_lib.Scores | None = None, prune_biases: bool = True,
+    model: keras.Model, batches: Any = None, *, scores: weight_masks.Scores | None = None, prune_biases: bool = True,
     num_batches: int | None = 1,
 ) -> dict[str, np.ndarray]:
     """Structured SNIP: the normalized connection sensitivity summed per output channel of each prunable layer.
@@ -122,11 +122,11 @@ def channel_saliency(
         if batches is None:
             raise ValueError("channel_saliency needs batches (or precomputed scores)")
         scores = connection_sensitivity(model, batches, prune_biases=prune_biases, num_batches=num_batches)
-    weights = masks_lib.prunable_weights(model, prune_biases=True)
+    weights = weight_masks.prunable_weights(model, prune_biases=True)
     per_channel: dict[str, np.ndarray] = {}
     for layer, per in scores.items():
         kernel_shape = tuple(weights[layer]["kernel"].shape)
-        spec = masks_lib.prunable_spec(_layer_by_name(model, layer))
+        spec = weight_masks.prunable_spec(_layer_by_name(model, layer))
         out_channels = kernel_shape[-2] * kernel_shape[-1] if spec.depthwise else kernel_shape[-1]
         total = np.zeros(out_channels)
         for values in per.values():
@@ -151,8 +151,8 @@ def reinitialize(model: keras.Model, seed: int | None = None) -> None:
     generic initializer would assume. Other layers (BatchNorm, ...) are left as they are.
     """
     rng = np.random.default_rng(seed)
-    for layer_name, per in masks_lib.prunable_weights(model, prune_biases=True).items():
-        spec = masks_lib.prunable_spec(_layer_by_name(model, layer_name))
+    for layer_name, per in weight_masks.prunable_weights(model, prune_biases=True).items():
+        spec = weight_masks.prunable_spec(_layer_by_name(model, layer_name))
         for name, variable in per.items():
             if name in spec.biases:
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
@@ -173,7 +173,7 @@ class SnipResult:
     """What :func:`prune` returns.
 
     Attributes:
-        model: the masked model to train (:class:`~tfcompress.pruning.masks.WeightMask` layers); export it with
+        model: the masked model to train (:class:`~tfcompress.pruning.weight_masks.WeightMask` layers); export it with
             ``tfcompress.export.to_tflite``, which strips the masks.
         masks: {layer name: {weight name: bool mask}}.
         scores: the normalized connection sensitivities the masks were chosen from.
@@ -181,12 +181,12 @@ class SnipResult:
     """
 
     model: keras.Model
-    masks: masks_lib.Masks
-    scores: masks_lib.Scores
+    masks: weight_masks.Masks
+    scores: weight_masks.Scores
     prepass_seconds: float
 
     def layer_sparsity(self) -> dict[str, float]:
-        return masks_lib.mask_sparsity(self.masks)
+        return weight_masks.mask_sparsity(self.masks)
 
 
 def prune(
@@ -216,21 +216,21 @@ def prune(
         seed: seed of the re-initializations.
         allow_empty_layers: accept a mask that removes every connection of a layer.
     """
-    sparsity = masks_lib.check_sparsity(sparsity)
+    sparsity = weight_masks.check_sparsity(sparsity)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     train_init = train_init or ("fresh" if init == "variance_scaling" else "same")
     if train_init not in TRAIN_INITS:
         raise ValueError(f"train_init must be one of {TRAIN_INITS}, got {train_init!r}")
     data = training.as_batches(batches, model, num_batches)  # refuse bad batches before any work
-    working = masks_lib.copy_model(model)
+    working = weight_masks.copy_model(model)
     if init == "variance_scaling":
         reinitialize(working, seed)
     start = time.perf_counter()
     scores = connection_sensitivity(working, data, prune_biases=prune_biases, num_batches=None)
-    masks = masks_lib.masks_from_scores(scores, sparsity, scope="global", allow_empty_layers=allow_empty_layers)
+    masks = weight_masks.masks_from_scores(scores, sparsity, scope="global", allow_empty_layers=allow_empty_layers)
     prepass_seconds = time.perf_counter() - start
     if train_init == "fresh":
         reinitialize(working, None if seed is None else seed + 1)
-    masked = masks_lib.apply_masks(working, masks, copy=False)
+    masked = weight_masks.apply_masks(working, masks, copy=False)
     return SnipResult(masked, masks, scores, prepass_seconds)

@@ -8,8 +8,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from tfcompress import export, runtime
-from tfcompress.pruning import magnitude
-from tfcompress.pruning import masks as masks_lib
+from tfcompress.pruning import magnitude, weight_masks
 
 
 def _small_model(batchnorm: bool = True) -> keras.Model:
@@ -34,7 +33,7 @@ def _data(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def _pruned_entries_nonzero(model: keras.Model) -> int:
     count = 0
     for layer in model.layers:
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             for name, mask in layer.get_masks().items():
                 count += int(np.count_nonzero(layer.target(name).numpy()[~mask]))
     return count
@@ -49,36 +48,36 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_pruned_weights_stay_zero_under_momentum_and_weight_decay(optimizer: str) -> None:
     x, y = _data()
-    model = masks_lib.wrap(_small_model(), prune_biases=True)
+    model = weight_masks.wrap(_small_model(), prune_biases=True)
     model.compile(optimizer=OPTIMIZERS[optimizer](), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)  # the optimizer now holds momentum / Adam moments
     masks = magnitude.random_masks(model, 0.7, scope="local", prune_biases=True, seed=1)
     for layer in model.layers:
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             layer.set_masks(masks[layer.name])
     kept_before = {layer.name: layer.target("kernel").numpy().copy()
-                   for layer in model.layers if isinstance(layer, masks_lib.WeightMask)}
+                   for layer in model.layers if isinstance(layer, weight_masks.WeightMask)}
 
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
 
     assert _pruned_entries_nonzero(model) == 0
     for layer in model.layers:  # kept weights did train
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             kept = layer.get_masks()["kernel"]
             assert not np.allclose(layer.target("kernel").numpy()[kept], kept_before[layer.name][kept])
-    assert masks_lib.weight_sparsity(model, prune_biases=True)["total"]["sparsity"] == pytest.approx(0.7, abs=2e-3)
+    assert weight_masks.weight_sparsity(model, prune_biases=True)["total"]["sparsity"] == pytest.approx(0.7, abs=2e-3)
 
 
 def test_without_the_constraint_momentum_revives_pruned_weights() -> None:
     """The control of the test above: the forward mask alone is not enough once momentum is non-zero."""
     x, y = _data()
-    model = masks_lib.wrap(_small_model())
+    model = weight_masks.wrap(_small_model())
     model.compile(optimizer=OPTIMIZERS["sgd_momentum"](),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     masks = magnitude.random_masks(model, 0.7, seed=1)
     for layer in model.layers:
-        if isinstance(layer, masks_lib.WeightMask):
+        if isinstance(layer, weight_masks.WeightMask):
             layer.set_masks(masks[layer.name])
             layer.target("kernel").constraint = None
     model.train_function = None  # retrace: the compiled step had the constraint baked in
@@ -89,14 +88,14 @@ def test_without_the_constraint_momentum_revives_pruned_weights() -> None:
 def test_save_load_round_trip_keeps_masks_and_constraint(tmp_path) -> None:
     x, y = _data()
     model = _small_model()
-    masked = masks_lib.apply_masks(model, magnitude.random_masks(model, 0.6, prune_biases=True, seed=2))
+    masked = weight_masks.apply_masks(model, magnitude.random_masks(model, 0.6, prune_biases=True, seed=2))
     path = tmp_path / "masked.keras"
     masked.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), masked.predict(x, verbose=0))
-    for name, per in masks_lib.get_masks(masked).items():
+    for name, per in weight_masks.get_masks(masked).items():
         for weight, mask in per.items():
-            np.testing.assert_array_equal(masks_lib.get_masks(loaded)[name][weight], mask)
+            np.testing.assert_array_equal(weight_masks.get_masks(loaded)[name][weight], mask)
     loaded.compile(optimizer=OPTIMIZERS["adamw"](), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert _pruned_entries_nonzero(loaded) == 0
@@ -120,15 +119,15 @@ def test_strip_and_tflite_hold_exactly_the_kept_weights() -> None:
     x, _ = _data(16)
     model = _small_model(batchnorm=False)  # TFLite folds BatchNorm into neighbouring kernels: counts would mix
     masks = magnitude.random_masks(model, 0.8, scope="global", seed=4)  # kernels only; biases all kept, non-zero
-    masked = masks_lib.apply_masks(model, masks)
+    masked = weight_masks.apply_masks(model, masks)
     plain = export.strip(masked)
     assert [type(layer).__name__ for layer in plain.layers if layer.weights] == [
         "Conv2D", "DepthwiseConv2D", "Dense"]
     np.testing.assert_allclose(plain.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-6)
 
     kept_kernels = sum(int(m.sum()) for per in masks.values() for m in per.values())
-    biases = sum(int(masks_lib.prunable_weights(model, True)[name]["bias"].shape[0]) for name in masks)
-    assert masks_lib.weight_sparsity(plain)["total"]["nonzero"] == kept_kernels
+    biases = sum(int(weight_masks.prunable_weights(model, True)[name]["bias"].shape[0]) for name in masks)
+    assert weight_masks.weight_sparsity(plain)["total"]["nonzero"] == kept_kernels
 
     flatbuffer = export.to_tflite(masked, "float32")
     assert _tflite_constant_nonzeros(flatbuffer) == kept_kernels + biases
@@ -139,7 +138,7 @@ def test_sparse_and_int8_exports_are_smaller() -> None:
     model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(256),
                               keras.layers.Dense(10)])
     dense_blob = export.to_tflite(model, "float32")
-    masked = masks_lib.apply_masks(model, magnitude.magnitude_masks(model, 0.9, scope="local"))
+    masked = weight_masks.apply_masks(model, magnitude.magnitude_masks(model, 0.9, scope="local"))
     sparse_blob = export.to_tflite(masked, "float32", sparse=True)
     plain_blob = export.to_tflite(masked, "float32")
     dense_size, masked_size = export.size_report(dense_blob), export.size_report(plain_blob)
@@ -154,37 +153,37 @@ def test_sparse_and_int8_exports_are_smaller() -> None:
 def test_masks_from_scores_keeps_exactly_kappa() -> None:
     rng = np.random.default_rng(0)
     scores = {"a": {"kernel": rng.random((10, 10))}, "b": {"kernel": rng.random((50,)) + 0.2}}
-    masks = masks_lib.masks_from_scores(scores, 0.9)  # κ = 15 of 150, the highest scores wherever they are
+    masks = weight_masks.masks_from_scores(scores, 0.9)  # κ = 15 of 150, the highest scores wherever they are
     assert sum(int(m.sum()) for per in masks.values() for m in per.values()) == 15
     kept = np.concatenate([scores[n]["kernel"][masks[n]["kernel"]] for n in scores])
     pruned = np.concatenate([scores[n]["kernel"][~masks[n]["kernel"]] for n in scores])
     assert kept.min() >= pruned.max()
-    per_layer = masks_lib.masks_from_scores(scores, 0.9, scope="local")
+    per_layer = weight_masks.masks_from_scores(scores, 0.9, scope="local")
     assert per_layer["a"]["kernel"].sum() == 10 and per_layer["b"]["kernel"].sum() == 5
-    assert masks_lib.mask_sparsity(per_layer)["total"] == pytest.approx(0.9)
+    assert weight_masks.mask_sparsity(per_layer)["total"] == pytest.approx(0.9)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "most"])
 def test_sparsity_outside_unit_interval_is_refused(bad) -> None:
     with pytest.raises(ValueError, match=r"sparsity must be .*\[0, 1\)"):
-        masks_lib.masks_from_scores({"a": {"kernel": np.ones(4)}}, bad)
+        weight_masks.masks_from_scores({"a": {"kernel": np.ones(4)}}, bad)
 
 
 def test_emptying_a_layer_is_refused_unless_allowed() -> None:
     scores = {"small": {"kernel": np.full(10, 1e-6), "bias": np.ones(2)}, "big": {"kernel": np.ones(1000)}}
     with pytest.raises(ValueError, match=r"'small'.*disconnects the network"):
-        masks_lib.masks_from_scores(scores, 0.5)
-    masks = masks_lib.masks_from_scores(scores, 0.5, allow_empty_layers=True)
+        weight_masks.masks_from_scores(scores, 0.5)
+    masks = weight_masks.masks_from_scores(scores, 0.5, allow_empty_layers=True)
     assert not masks["small"]["kernel"].any()
 
 
 def test_bad_masks_and_layers_are_refused() -> None:
     model = _small_model()
     with pytest.raises(ValueError, match="'nope', which is not in model"):
-        masks_lib.apply_masks(model, {"nope": {"kernel": np.ones(3, bool)}})
+        weight_masks.apply_masks(model, {"nope": {"kernel": np.ones(3, bool)}})
     with pytest.raises(ValueError, match=r"'bn'.*not prunable"):
-        masks_lib.apply_masks(model, {"bn": {"gamma": np.ones(8, bool)}})
+        weight_masks.apply_masks(model, {"bn": {"gamma": np.ones(8, bool)}})
     with pytest.raises(ValueError, match="shape"):
-        masks_lib.apply_masks(model, {"dense": {"kernel": np.ones((3, 4), bool)}})
+        weight_masks.apply_masks(model, {"dense": {"kernel": np.ones((3, 4), bool)}})
     with pytest.raises(ValueError, match="cannot wrap BatchNormalization"):
-        masks_lib.WeightMask(keras.layers.BatchNormalization())
+        weight_masks.WeightMask(keras.layers.BatchNormalization())

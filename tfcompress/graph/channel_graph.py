@@ -186,9 +186,10 @@ class ChannelGraph:
             for key, bindings in builder.bindings.items()
         }
         self.layers: dict[int, Any] = {id(c.layer): c.layer for c in self.walk.calls}
+        self.owners: dict[int, Any] = builder.owners
         for key, bindings in self.bindings.items():
             for binding in bindings:
-                owner = builder.owners.get(key)
+                owner = self.owners.get(key)
                 for segment in binding.layout.segments:
                     self.groups[segment.group].members.append((getattr(owner, "name", "?"), binding))
 

@@ -81,11 +81,10 @@ def member_scores(
     ``rows`` the variable's values (as the layer computes with them) with the bound axis first, flattened
     per channel. None when the group has no such member."""
     scores, found = np.zeros(group.size), False
-    for layer_name, binding in group.members:
+    for _, binding in group.members:
         if binding.role not in roles:
             continue
-        owner = next(layer for layer in graph.layers.values() if getattr(layer, "name", None) == layer_name)
-        with effective_values(owner):
+        with effective_values(graph.owners[id(binding.variable)]):
             values = np.asarray(keras.ops.convert_to_numpy(binding.variable), np.float64)
         rows = np.moveaxis(values, binding.axis, 0)
         per_channel = per_slice(binding.variable, rows.reshape(rows.shape[0], -1))
@@ -184,12 +183,17 @@ class _Gradient(Importance):
 
 @register_importance("snip")
 class SNIP(_Gradient):
+    def fit(self, graph: ChannelGraph, data: Any, num_batches: int | None = 1) -> Importance:
+        super().fit(graph, data, num_batches)
+        # Σ |g·w| over every scored variable, once: the normalization of the connection sensitivity
+        self.norm = sum(float(np.abs(np.asarray(binding.variable.numpy()) * self.gradients[id(binding.variable)]).sum())
+                        for bindings in graph.bindings.values() for binding in bindings[:1]
+                        if id(binding.variable) in self.gradients)
+        return self
+
     def __call__(self, graph: ChannelGraph, group: Group) -> np.ndarray:
         scores = self._g_times_w(graph, group, lambda rows: np.abs(rows).sum(axis=1))
-        norm = sum(float(np.abs(np.asarray(v.numpy()) * g).sum())
-                   for bindings in graph.bindings.values() for v in [bindings[0].variable]
-                   if (g := self.gradients.get(id(v))) is not None)
-        return scores / norm if norm > 0 else scores
+        return scores / self.norm if self.norm > 0 else scores
 
 
 @register_importance("taylor")

@@ -118,6 +118,20 @@ def on_last_axis(call: Call, axis: Any, builder: GraphBuilder, layout: Layout) -
     return False
 
 
+def concatenate(call: Call, inputs: list[Layout], builder: GraphBuilder) -> list[Layout]:
+    """A concatenation (layer or operation node): along the channel axis the output's channels are the inputs'
+    segments in order; along another axis the inputs are coupled like a merge; flattened inputs are kept."""
+    rank = len(call.outputs[0].shape)
+    if call.layer.axis % rank != rank - 1:
+        return [builder.union(inputs, call.name)]
+    if any(layout.tile != 1 for layout in inputs):
+        reason = f"{call.name} concatenates flattened tensors"
+        for layout in inputs:
+            builder.block(layout, reason)
+        return [builder.new_group(_channels(call.outputs[0]), call.name, reason=reason)]
+    return [Layout(tuple(s for layout in inputs for s in layout.segments))]
+
+
 def merge(call: Call, inputs: list[Layout], builder: GraphBuilder) -> list[Layout]:
     """An element-wise merge: inputs with the output's channels are coupled position by position; broadcast
     inputs with a single channel (a per-pixel gate) couple nothing."""

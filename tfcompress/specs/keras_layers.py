@@ -371,18 +371,7 @@ register(layers.Multiply, layers.Maximum, layers.Minimum, spec=LayerSpec(channel
 register(layers.Average, spec=LayerSpec(channels=ch.merge, micronet=_count_merge(0, 1, extra_mults=1)))
 
 
-def _concatenate_channels(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
-    rank = len(call.outputs[0].shape)
-    if call.layer.axis not in (-1, rank - 1):
-        return [builder.union(inputs, call.name)]
-    if any(layout.tile != 1 for layout in inputs):
-        for layout in inputs:
-            builder.block(layout, f"{call.name} concatenates flattened tensors")
-        return [builder.new_group(int(call.outputs[0].shape[-1]), call.name, reason="flattened concat")]
-    return [Layout(tuple(s for layout in inputs for s in layout.segments))]
-
-
-register(layers.Concatenate, spec=LayerSpec(channels=_concatenate_channels, micronet=_count_nothing))
+register(layers.Concatenate, spec=LayerSpec(channels=ch.concatenate, micronet=_count_nothing))
 
 
 # ------------------------------------------------------------------------------------------------ shapes

@@ -153,15 +153,6 @@ def _transpose_channels(call: Call, inputs: list[Layout], builder: Any) -> list[
     return _new_kept_group(call, inputs, builder, f"moves the channel axis (axes={axes})")
 
 
-def _concatenate_channels(call: Call, inputs: list[Layout], builder: Any) -> list[Layout]:
-    rank = _rank(call.outputs[0])
-    if call.layer.axis % rank != rank - 1:
-        return [builder.union(inputs, call.name)]
-    if any(layout.tile != 1 for layout in inputs):
-        return _new_kept_group(call, inputs, builder, "concatenates flattened tensors")
-    return [Layout(tuple(s for layout in inputs for s in layout.segments))]
-
-
 def _reshape_resize(op: Any, channels: int) -> Any:
     newshape = tuple(op.newshape)
     return op if newshape[-1] == -1 else type(op)(newshape=(*newshape[:-1], channels))
@@ -269,7 +260,7 @@ register(ops_np.ExpandDims, spec=LayerSpec(channels=_expand_dims, micronet=_NOTH
 register(ops_np.Squeeze, spec=LayerSpec(channels=_squeeze, micronet=_NOTHING))
 register(ops_np.Transpose, spec=LayerSpec(channels=_transpose_channels, micronet=_NOTHING))
 register(ops_np.Reshape, spec=LayerSpec(channels=reshape_channels, resize=_reshape_resize, micronet=_NOTHING))
-register(ops_np.Concatenate, spec=LayerSpec(channels=_concatenate_channels, micronet=_NOTHING))
+register(ops_np.Concatenate, spec=LayerSpec(channels=ch.concatenate, micronet=_NOTHING))
 register(ops_np.Split, spec=LayerSpec(channels=_split, micronet=_NOTHING))
 # Constants shaped like their input (``ops.where(c, x, ops.zeros_like(x))``) follow its channels, unless
 # ``full_like`` fills them with a per-channel constant.

@@ -36,3 +36,10 @@ def test_save_model_drops_optimizer_state(tmp_path):
     assert path.stat().st_size < 1.2e6
     reloaded = keras.models.load_model(path)
     assert reloaded.count_params() == model.count_params()
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path):
+    locked = tmp_path / "file_not_folder"
+    locked.write_text("x")
+    with pytest.raises(files.OutputPathError, match="cannot write output"):
+        files.check_output(locked / "model.keras")  # its folder would be a file

@@ -36,6 +36,14 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike |
             )
     if out.is_dir():
         raise OutputPathError(f"output {str(output)!r} is a directory; give a file path.")
+    try:  # a real write, before any long work: permissions alone do not tell (root, read-only mounts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as error:
+        raise OutputPathError(
+            f"cannot write output {str(output)!r}: {error.strerror or error}; choose another --output."
+        ) from None
     return out
 
 

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers for the two cores; PYTEST_ARGS= runs serially
 
-.PHONY: demo test test-fast lint data venv clean
+.PHONY: demo test test-fast lint data sshd venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,17 @@ data: $(STAMP)
 		$(BIN)/python -m tfcompress.data fashion_mnist; \
 	fi
 
+# OpenSSH's server, for the ssh:// device tests (tests/sshd.py runs one on 127.0.0.1): Debian's package when we
+# are root on Debian; without it those tests are skipped and say why.
+sshd:
+	@if [ -x /usr/sbin/sshd ]; then \
+		echo "sshd: /usr/sbin/sshd"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
+	else \
+		echo "sshd: not installed (apt-get install openssh-server); the ssh:// device tests will be skipped"; \
+	fi
+
 demo: data
 	$(BIN)/python scripts/demo.py
 
@@ -36,11 +47,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # pytest exits 5 when it collects no test; say so instead of failing the build on it.
-test: lint data
+test: lint data sshd
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-test-fast: lint data
+test-fast: lint data sshd
 	$(BIN)/pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

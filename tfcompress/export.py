@@ -118,7 +118,8 @@ def to_tflite(
     Args:
         model: a functional or Sequential Keras model.
         quantization: "float32", "float16", "dynamic" or "int8" (full integer).
-        representative_data: calibration inputs for "int8" (a ``tf.data`` pipeline of batches or an array).
+        representative_data: calibration inputs for "int8": a ``tf.data`` pipeline of batches, an array, or a
+            function returning an iterator of input lists (the converter's ``representative_dataset``).
         num_calibration_samples: how many single examples calibrate the int8 ranges.
         int8_io: with "int8", make the model input and output int8 (else they stay float32).
         sparse: store mostly-zero weights in TFLite's sparse format (``EXPERIMENTAL_SPARSITY``).
@@ -149,9 +150,12 @@ def to_tflite(
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantization == "int8":
-            converter.representative_dataset = lambda: (
-                [sample] for sample in representative_samples(representative_data, num_calibration_samples)
-            )
+            if callable(representative_data):  # yields the list of model inputs itself (several inputs)
+                converter.representative_dataset = representative_data
+            else:
+                converter.representative_dataset = lambda: (
+                    [sample] for sample in representative_samples(representative_data, num_calibration_samples)
+                )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if int8_io:
                 converter.inference_input_type = tf.int8

@@ -4,7 +4,11 @@
     result = latency.benchmark("model.tflite", runner="litert", threads=4, runs=50, warmup=5)
     result.median_ms, result.to_dict()
 
-Runners (``RUNNERS``; a new device, e.g. a Raspberry Pi over SSH, is one more entry via :func:`register_runner`):
+Devices (:mod:`tfcompress.latency.devices`) name where to measure in every script's ``--device`` flag —
+``litert``, ``litert_benchmark``, ``binary:PATH``, ``ssh://user@host`` — and fingerprint themselves. Latency
+tables (:class:`Table`, :func:`build_table`) predict a model's latency on a device from per-unit measurements.
+
+Runners (``RUNNERS``; the local ways to time one model, used by the local devices):
 
 ``litert``            the LiteRT Python interpreter in this process (XNNPACK delegate), every run timed.
 ``litert_benchmark``  the ``litert-benchmark`` command of ai-edge-litert (LiteRT CompiledModel API); falls back to
@@ -21,23 +25,36 @@ from collections.abc import Callable
 from typing import Any
 
 from tfcompress.latency.binary import BenchmarkModelOutput, parse_benchmark_model_output, run_benchmark_model
+from tfcompress.latency.build import build_table, parse_shard
+from tfcompress.latency.device import Device
+from tfcompress.latency.devices import DEVICE_HELP, LocalDevice, open_device
 from tfcompress.latency.host import describe_host
 from tfcompress.latency.interpreter import run_interpreter
 from tfcompress.latency.litert_benchmark import run_litert_benchmark
 from tfcompress.latency.result import BenchmarkError, LatencyResult
+from tfcompress.latency.table import Prediction, Table, TableError
 from tfcompress.latency.validation import BINARY_ENV_VAR, check_counts, check_tflite, resolve_binary
 
 __all__ = [
     "BINARY_ENV_VAR",
+    "DEVICE_HELP",
     "RUNNERS",
     "BenchmarkError",
     "BenchmarkModelOutput",
+    "Device",
     "LatencyResult",
+    "LocalDevice",
+    "Prediction",
     "Runner",
+    "Table",
+    "TableError",
     "benchmark",
+    "build_table",
     "check_tflite",
     "describe_host",
+    "open_device",
     "parse_benchmark_model_output",
+    "parse_shard",
     "register_runner",
     "resolve_binary",
     "run_benchmark_model",

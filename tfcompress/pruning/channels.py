@@ -109,12 +109,17 @@ def plan_channels(
     target_params: float | None = None,
     cost_fn: CostFn | None = None,
     target_cost: float | None = None,
+    target_latency: float | str | None = None,
     scope: str = "global",
     min_channels: int = 1,
     channel_multiple: int = 1,
     already_removed: Mapping[int, np.ndarray] | None = None,
 ) -> PruningPlan:
     """Turns channel scores into keep-masks that meet exactly one target.
+
+    ``target_latency`` aims at a predicted latency: ``cost_fn`` must return microseconds (a latency table's
+    ``Table.cost_fn(model)``); the target is a fraction of the unpruned prediction (0.6) or milliseconds
+    (``"1.5ms"``).
 
     ``already_removed`` gives per-group keep-masks of channels that are gone whatever the plan says (the model's
     ``ChannelMask`` layers, :func:`tfcompress.pruning.shrink.fold_channel_masks`): they are removed first, and the
@@ -124,8 +129,12 @@ def plan_channels(
         ValueError: no target or several, a target out of range, or one that cannot be met without emptying
             a group (the message gives the smallest reachable value).
     """
+    if target_latency is not None:
+        if cost_fn is None:
+            raise ValueError("target_latency needs cost_fn=table.cost_fn(model): the latency a table predicts, in µs")
+        target_latency = latency_fraction(target_latency, cost_fn({g.id: g.size for g in graph.prunable_groups}))
     targets = {"target_channels": target_channels, "target_macs": target_macs, "target_params": target_params,
-               "target_cost": target_cost}
+               "target_cost": target_cost, "target_latency": target_latency}
     given = {k: v for k, v in targets.items() if v is not None}
     if len(given) != 1:
         raise ValueError(f"give exactly one target of {', '.join(targets)}; got {sorted(given) or 'none'}")
@@ -168,7 +177,8 @@ def plan_channels(
             raise ValueError(f"target_channels={value} would empty a group: at most {total} channels can go "
                              f"(target_channels ≥ {1 - total / channels:.3f}) with min_channels={min_channels}")
     else:
-        cost = cost_fn or (lambda counts: graph.cost(counts, "macs" if name == "target_macs" else "params"))
+        cost = cost_fn if name in ("target_cost", "target_latency") else (
+            lambda counts: graph.cost(counts, "macs" if name == "target_macs" else "params"))
         budget = value * cost({g.id: g.size for g in groups})
         most = total if scope == "global" else sum(g.size for g in groups)
         if cost(keep_counts(most)) > budget:
@@ -199,6 +209,25 @@ def plan_channels(
         group_names={g: group.name for g, group in graph.groups.items()},
         group_layers={g: list(group.producers) for g, group in graph.groups.items()},
     )
+
+
+def latency_fraction(target: float | str, unpruned_us: float) -> float:
+    """A latency target as the fraction of ``unpruned_us`` kept: a fraction as it is, ``"1.5ms"`` converted.
+
+    Raises:
+        ValueError: neither a number nor milliseconds, or a non-positive one.
+    """
+    text = str(target).strip().lower()
+    try:
+        value = float(text.removesuffix("ms"))
+    except ValueError:
+        raise ValueError(f"target_latency must be a fraction of the unpruned latency (0.6) or milliseconds "
+                         f"('1.5ms'), got {target!r}") from None
+    if value <= 0:
+        raise ValueError(f"target_latency must be positive, got {target!r}")
+    if text.endswith("ms"):
+        return min(1.0, value * 1000 / unpruned_us)
+    return value
 
 
 def _removal_order(groups, scores: Mapping[int, np.ndarray], scope: str, min_channels: int) -> list[tuple[int, int]]:
@@ -256,6 +285,7 @@ def prune_channels(
     target_params: float | None = None,
     cost_fn: CostFn | None = None,
     target_cost: float | None = None,
+    target_latency: float | str | None = None,
     scope: str | None = None,
     min_channels: int = 1,
     channel_multiple: int = 1,
@@ -274,6 +304,8 @@ def prune_channels(
             :mod:`tfcompress.pruning.importance`), an :class:`Importance`, or "uniform" (l1 scores, the same
             fraction removed from every group).
         target_channels, target_macs, target_params, target_cost: the fraction of the original kept (one).
+        target_latency: with ``cost_fn=table.cost_fn(model)`` (a latency table): the fraction of the unpruned
+            predicted latency kept, or milliseconds as ``"1.5ms"``.
         scope: "global" (default) or "local"; "uniform" implies "local".
         data: labelled batches for data-driven importances (an (x, y) pair, a list, or a tf.data pipeline).
 
@@ -292,6 +324,7 @@ def prune_channels(
         scorer.fit(graph, data, num_batches)
     plan = plan_channels(graph, scorer.scores(graph), target_channels=target_channels, target_macs=target_macs,
                          target_params=target_params, cost_fn=cost_fn, target_cost=target_cost,
+                         target_latency=target_latency,
                          scope=scope or "global", min_channels=min_channels, channel_multiple=channel_multiple,
                          already_removed=fold_channel_masks(graph, {}))
     return PruningResult(shrink(model, plan.masks, graph=graph), plan)

@@ -1,0 +1,46 @@
+"""The interface every device implements (:mod:`tfcompress.latency.devices` has the devices), and how their
+fingerprints compare."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tfcompress.latency.result import LatencyResult
+
+# What must match for two latencies to be comparable; the node name, OS and Python version need not.
+FINGERPRINT_KEYS = ("machine", "cpu", "isa", "cores", "runtime", "runtime_version", "threads")
+
+
+class Device(abc.ABC):
+    """Something that times ``.tflite`` models: :meth:`measure` a batch, :meth:`fingerprint` itself."""
+
+    #: the ``--device`` string that names this device
+    name: str
+
+    @abc.abstractmethod
+    def measure(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int) -> list[LatencyResult]:
+        """One :class:`LatencyResult` per model, in order.
+
+        Raises:
+            BenchmarkError: the device could not measure a model (the message says which and why).
+        """
+
+    @abc.abstractmethod
+    def fingerprint(self, threads: int) -> dict[str, Any]:
+        """What the device's latencies depend on: :data:`FINGERPRINT_KEYS` plus descriptive extras."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The :data:`FINGERPRINT_KEYS` on which two fingerprints differ, as ``key: a != b`` lines."""
+    return [f"{key}: {a.get(key)!r} != {b.get(key)!r}" for key in FINGERPRINT_KEYS
+            if _normal(a.get(key)) != _normal(b.get(key))]
+
+
+def _normal(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

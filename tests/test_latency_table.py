@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import keras
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_script
+from tests.sshd import sshd_server_fixture  # noqa: F401  (provides sshd_server)
 from tfcompress import latency, zoo
 from tfcompress.graph import ChannelGraph
 from tfcompress.latency.build import journal_path
@@ -23,7 +25,7 @@ from tfcompress.latency.units import Axis, find_units
 from tfcompress.pruning import prune_channels, shrink
 from tfcompress.pruning.channels import latency_fraction
 
-FAST = {"repeats": 1, "runs": 10, "warmup": 2, "progress": False}
+FAST = {"repeats": 1, "runs": 10, "warmup": 2, "residues": False, "progress": False}
 
 
 def small_resnet(name: str = "small") -> keras.Model:
@@ -121,6 +123,12 @@ def test_ceil_reads_the_next_grid_point_and_linear_interpolates():
     assert 10.0 < smoothed((1, 4)) < 20.0 and 20.0 < smoothed((16, 4)) < 40.0  # the jumps flattened
     with pytest.raises(TableError, match="no int8"):
         entry.interpolator("int8")
+    # residues (step 4): 15 channels cost 1.5× what 16 do, 14 half as much; the pattern repeats below 8 and 12
+    stepped = Entry("{}", (np.array([1, 4, 8, 12, 16]),), {"float32": np.array([10.0, 15.0, 20.0, 30.0, 40.0])},
+                    residues={"float32": np.array([[60.0, 20.0, 40.0]])})
+    step_ceil = stepped.interpolator("float32")
+    assert step_ceil((15,)) == pytest.approx(60.0) and step_ceil((14,)) == pytest.approx(20.0)
+    assert step_ceil((7,)) == pytest.approx(30.0) and step_ceil((16,)) == step_ceil((8,)) * 2 == 40.0
     entry.values["float32"][1, 0] = np.nan
     with pytest.raises(TableError, match="merge the other shards"):
         entry.interpolator("float32")
@@ -247,7 +255,8 @@ def test_build_killed_with_sigkill_resumes_without_measuring_twice(tmp_path):
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
         + "from tests.test_latency_table import small_resnet\nfrom tfcompress import latency\n"
         + f"latency.build_table(small_resnet(), 'litert', output={str(output)!r}, precisions=('float32',), "
-        + "repeats=3, runs=3, warmup=1, batch_size=2, resume=len(sys.argv) > 1, progress=False)\n")
+        + "repeats=3, runs=3, warmup=1, max_points=2, residues=False, batch_size=2, resume=len(sys.argv) > 1, "
+        + "progress=False)\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -288,3 +297,49 @@ def test_script_builds_predicts_and_measures(model, tmp_path):
     assert report["predicted_ms"] > 0 and report["measured_ms"] > 0 and abs(report["error"]) < 1.0
     bad = run_script("latency_table", f"--model={source}", check=False)
     assert bad.returncode != 0 and "--output is required" in bad.stderr
+
+
+def test_remote_build_over_ssh_matches_local_and_survives_dropped_connections(sshd_server, table, model, tmp_path):
+    """The "device" is this machine behind a real sshd; its connections are killed again and again mid-build."""
+    output = tmp_path / "remote.npz"
+    journal = journal_path(output)
+    drops, stop = [], threading.Event()
+
+    def drop_while_building() -> None:
+        while not stop.is_set():
+            if journal.exists() and len(journal.read_text().splitlines()) > 4 * len(drops) + 4:
+                drops.append(sshd_server.drop_connections())
+            time.sleep(0.05)
+
+    dropper = threading.Thread(target=drop_while_building, daemon=True)
+    dropper.start()
+    try:
+        remote = latency.build_table(model, sshd_server.url(), output=output, precisions=("float32",),
+                                     batch_size=4, **FAST)
+    finally:
+        stop.set()
+        dropper.join()
+    assert sum(drops) >= 2  # connections really were dropped mid-build
+    pairs = [(r["task"], r["repeat"]) for r in map(json.loads, journal.read_text().splitlines()[1:])]
+    assert len(pairs) == len(set(pairs))  # retried batches measured nothing twice
+    assert remote.meta["device"].startswith("ssh://") and not latency.device.comparable(
+        remote.fingerprint, {**table.fingerprint, "runtime": "litert-interpreter"})
+    # the same machine: the same latencies, within the noise of single 10-run measurements of µs-long models
+    ratios = np.concatenate([(remote.entries[key].values["float32"] / entry.values["float32"]).ravel()
+                             for key, entry in table.entries.items()])
+    assert 0.6 < np.median(ratios) < 1.6 and len(ratios) > 20
+
+
+@pytest.mark.slow
+def test_benchmark_script_measures_over_ssh(sshd_server, model, tmp_path):
+    from tfcompress.export import to_tflite
+
+    tflite = tmp_path / "small.tflite"
+    to_tflite(model, output=tflite)
+    result = run_script("benchmark", f"--tflite={tflite}", f"--device={sshd_server.url()}", "--runs=5",
+                        f"--json={tmp_path / 'r.json'}")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["details"]["device"] == sshd_server.url() and report["median_ms"] > 0
+    assert report["host"]["isa"] == latency.describe_host()["isa"] and "ms" in result.stdout
+    refused = run_script("benchmark", f"--tflite={tflite}", "--device=ssh://", check=False)
+    assert refused.returncode != 0 and "ssh://" in refused.stderr

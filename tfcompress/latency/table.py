@@ -55,12 +55,16 @@ class Entry:
         values: per precision, the median latency in µs at every grid point as measured, the device's call
             overhead included (NaN where not measured yet: another shard's part).
         layer: a layer the entry was measured for (for messages).
+        residues: per precision, an (axes × (step − 1)) array: the latency at ``M − r`` channels on one axis
+            (``M`` its largest multiple of the step, r = 1 … step − 1) with the other axes full — how a count
+            between two multiples of the step differs from the next one up (see :func:`residue_points`).
     """
 
     key: str
     points: tuple[np.ndarray, ...]
     values: dict[str, np.ndarray]
     layer: str = ""
+    residues: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def key_id(self) -> str:
@@ -79,8 +83,11 @@ class Entry:
 
         ``method="ceil"`` reads a count between grid points at the next point up: CPU kernels pad channels to
         their SIMD tile (XNNPACK on AVX2: 9…16 output channels cost what 16 do), so latency is a staircase that
-        a linear interpolation undercuts by up to 30 % (``benchmarks/results/latency_table.md``); ``"linear"``
-        interpolates. On grid points (prune with ``channel_multiple`` = the table's step) both are exact.
+        a linear interpolation undercuts by up to 30 % (``benchmarks/results/latency_table.md``). Where the
+        entry has residues, a count r below a multiple of the step is scaled by what r below the top multiple
+        costs relative to it (float32 XNNPACK on AVX2 runs 4k input channels faster than 4k − 1: the pattern
+        repeats in every step). ``"linear"`` interpolates. On grid points (prune with ``channel_multiple`` =
+        the table's step) all are exact.
 
         Raises:
             TableError: the precision was not measured or the grid has holes (an unmerged shard).
@@ -107,14 +114,38 @@ class Entry:
         axes = [self.points[i].astype(float) for i in varying]
         interpolate = RegularGridInterpolator(axes, grid, bounds_error=False, fill_value=None)
 
+        corrections = self._residue_ratios(precision) if method == "ceil" else {}
+
         def at(values: Sequence[int]) -> float:
             point = [float(values[i]) for i in varying]
+            factor = 1.0
             if method == "ceil":
                 point = [axis[min(np.searchsorted(axis, v), len(axis) - 1)] if v <= axis[-1] else v
                          for axis, v in zip(axes, point, strict=True)]
-            return float(interpolate([point])[0])
+                for k, i in enumerate(varying):
+                    ratios = corrections.get(i)
+                    below = int(point[k]) - int(values[i])
+                    if ratios is not None and 0 < below <= len(ratios) and point[k] % (len(ratios) + 1) == 0:
+                        factor *= ratios[below - 1]
+            return factor * float(interpolate([point])[0])
 
         return at
+
+    def _residue_ratios(self, precision: str) -> dict[int, np.ndarray]:
+        """Per axis with residues: latency at M − r over latency at M (r = 1 … step − 1)."""
+        residues = self.residues.get(precision)
+        if residues is None:
+            return {}
+        step = residues.shape[1] + 1
+        ratios = {}
+        for axis, top in residue_tops(self.points, step).items():
+            if np.isnan(residues[axis]).any():
+                raise TableError(f"the {precision} entry for {self.layer} misses residue points: merge the other "
+                                 "shards of the build (scripts/latency_table.py --merge)")
+            index = tuple(int(np.searchsorted(p, top)) if a == axis else len(p) - 1
+                          for a, p in enumerate(self.points))
+            ratios[axis] = residues[axis] / self.values[precision][index]
+        return ratios
 
 
 @dataclasses.dataclass
@@ -266,8 +297,11 @@ class Table:
                 arrays[f"e{i}_points{a}"] = np.asarray(points, np.int64)
             for precision, values in entry.values.items():
                 arrays[f"e{i}_{precision}"] = np.asarray(values, np.float64)
+            for precision, residues in entry.residues.items():
+                arrays[f"e{i}_{precision}_residues"] = np.asarray(residues, np.float64)
             described.append({"id": entry.id, "key": json.loads(entry.key), "axes": len(entry.points),
-                              "precisions": sorted(entry.values), "layer": entry.layer})
+                              "precisions": sorted(entry.values), "residues": sorted(entry.residues),
+                              "layer": entry.layer})
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         files.write_bytes(path, buffer.getvalue())
@@ -302,8 +336,9 @@ class Table:
             for i, item in enumerate(described):
                 points = tuple(arrays[f"e{i}_points{a}"] for a in range(item["axes"]))
                 values = {p: arrays[f"e{i}_{p}"] for p in item["precisions"]}
+                residues = {p: arrays[f"e{i}_{p}_residues"] for p in item.get("residues", [])}
                 entries.append(Entry(json.dumps(item["key"], sort_keys=True, default=str), points, values,
-                                     item.get("layer", "")))
+                                     item.get("layer", ""), residues))
         meta.pop("format", None)
         return cls(entries, meta)
 
@@ -325,11 +360,13 @@ class Table:
             for entry in table.entries.values():
                 if entry.id not in entries:
                     entries[entry.id] = Entry(entry.key, entry.points, {p: v.copy() for p, v in entry.values.items()},
-                                              entry.layer)
+                                              entry.layer, {p: v.copy() for p, v in entry.residues.items()})
                     continue
                 merged = entries[entry.id]
                 for precision, values in entry.values.items():
                     merged.values[precision] = _fill(merged.values.get(precision), values)
+                for precision, residues in entry.residues.items():
+                    merged.residues[precision] = _fill(merged.residues.get(precision), residues)
         meta = dict(first.meta)
         for key in ("overhead_us", "architectures"):
             meta[key] = _merge_dicts([t.meta.get(key, {}) for t in tables])
@@ -364,6 +401,23 @@ def grid_points(axis: Axis, step: int, max_points: int) -> np.ndarray:
     step = max(step, -(-axis.size // max(1, max_points - 1)))
     points = {axis.smallest, axis.size, *range(step, axis.size, step)}
     return np.asarray(sorted(p for p in points if axis.smallest <= p <= axis.size))
+
+
+def residue_tops(points: Sequence[np.ndarray], step: int) -> dict[int, int]:
+    """Axes whose grid has every multiple of ``step`` up to ``M`` ≥ 2·step (not widened), with their ``M``."""
+    tops = {}
+    for axis, grid in enumerate(points):
+        top = int(grid[-1]) // step * step
+        if step > 1 and top >= 2 * step and set(range(step, top + 1, step)) <= set(int(v) for v in grid):
+            tops[axis] = top
+    return tops
+
+
+def residue_points(points: Sequence[np.ndarray], step: int) -> dict[tuple[int, int], tuple[int, ...]]:
+    """The points measured for :attr:`Entry.residues`: (axis, r) → the axis at ``M − r``, the others full."""
+    full = [int(p[-1]) for p in points]
+    return {(axis, r): tuple(top - r if a == axis else full[a] for a in range(len(points)))
+            for axis, top in residue_tops(points, step).items() for r in range(1, step)}
 
 
 def _minus(interpolate: Callable[[Sequence[int]], float], overhead: float) -> Callable[[Sequence[int]], float]:

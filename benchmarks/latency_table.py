@@ -63,11 +63,13 @@ def random_keep(graph, rng, on_grid: bool) -> dict[int, int]:
     return counts
 
 
-def measure(device, tflite: Path, runs: int, threads: int) -> float:
+def measure(device, paths: list[Path], runs: int, threads: int, rounds: int = 3) -> list[float]:
+    """µs per variant: the median of ``rounds`` measurements taken in interleaved passes over all variants (a
+    disturbed moment of the machine then spreads over variants instead of shifting one)."""
     import numpy as np
 
-    results = device.measure([tflite] * 3, threads=threads, runs=runs, warmup=5)
-    return float(np.median([1000 * r.median_ms for r in results]))
+    passes = [device.measure(paths, threads=threads, runs=runs, warmup=5) for _ in range(rounds)]
+    return [float(np.median([1000 * results[i].median_ms for results in passes])) for i in range(len(paths))]
 
 
 def errors(rows: list[dict], key: str) -> dict:
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> None:
     fingerprint = device.fingerprint(FLAGS.threads)
     rng = np.random.default_rng(FLAGS.seed)
     report: dict = {"command": "python benchmarks/latency_table.py " + " ".join(argv[1:]), "device": device.name,
-                    "fingerprint": fingerprint, "settings": {k: FLAGS[k].value for k in (
+                    "settings": {k: FLAGS[k].value for k in (
                         "precisions", "variants", "step", "max_points", "repeats", "runs", "model_runs", "threads",
                         "seed")}, "models": []}
     started = time.monotonic()
@@ -103,31 +105,32 @@ def main(argv: list[str]) -> None:
                                         repeats=FLAGS.repeats, runs=FLAGS.runs, threads=FLAGS.threads)
             build_s = time.monotonic() - begin
             points = sum(int(np.prod([len(p) for p in e.points])) for e in table.entries.values())
-            entry = {"model": name, "name": model.name, "build_s": round(build_s, 1), "entries": len(table.entries),
+            entry = {"model": name, "name": model.name, "command": report["command"], "settings": report["settings"],
+                     "fingerprint": fingerprint, "build_s": round(build_s, 1), "entries": len(table.entries),
                      "grid_points": points, "units": len(table.predict(model, FLAGS.precisions[0]).layers),
                      "results": {}}
             print(f"{name}: table of {len(table.entries)} entries, {points} points × {len(FLAGS.precisions)} "
                   f"precisions built in {build_s:.0f} s")
             for precision in FLAGS.precisions:
                 cost = table.cost_fn(model, precision, graph)
-                rows = []
+                rows, paths = [], []
+                calibration = np.random.default_rng(0).random((4, *model.input_shape[1:]), np.float32)
                 for kind in ("on-grid", "any count"):
                     for i in range(FLAGS.variants):
                         counts = random_keep(graph, rng, kind == "on-grid")
-                        masks = graph.masks_from_keep({g: range(n) for g, n in counts.items()})
-                        pruned = shrink(model, masks, graph=graph)
-                        path = Path(folder) / "variant.tflite"
-                        calibration = np.random.default_rng(0).random((4, *model.input_shape[1:]), np.float32)
-                        to_tflite(pruned, precision, output=path,
+                        pruned = shrink(model, graph.masks_from_keep({g: range(n) for g, n in counts.items()}),
+                                        graph=graph)
+                        paths.append(Path(folder) / f"{model.name}-{precision}-{len(paths)}.tflite")
+                        to_tflite(pruned, precision, output=paths[-1],
                                   **({"representative_data": calibration, "num_calibration_samples": 4}
                                      if precision == "int8" else {}))
-                        measured = measure(device, path, FLAGS.model_runs, FLAGS.threads)
                         table.meta["interpolation"] = "linear"
                         linear = table.predict(pruned, precision).total_us
                         table.meta["interpolation"] = "ceil"
-                        rows.append({"kind": kind, "variant": i, "measured_us": measured,
-                                     "predicted_us": cost(counts), "linear_us": linear,
+                        rows.append({"kind": kind, "variant": i, "predicted_us": cost(counts), "linear_us": linear,
                                      "macs": graph.cost(counts, "macs")})
+                for row, measured in zip(rows, measure(device, paths, FLAGS.model_runs, FLAGS.threads), strict=True):
+                    row["measured_us"] = measured
                 full = table.predict(model, precision).total_us
                 summary = {kind: {"ceil": errors([r for r in rows if r["kind"] == kind], "predicted_us"),
                                   "linear": errors([r for r in rows if r["kind"] == kind], "linear_us")}
@@ -136,31 +139,42 @@ def main(argv: list[str]) -> None:
                 print(f"  {precision}: " + "; ".join(
                     f"{kind}: median {100 * s['ceil']['median']:.1f} %, p90 {100 * s['ceil']['p90']:.1f} %"
                     for kind, s in summary.items()))
+            entry["minutes"] = round((time.monotonic() - begin) / 60, 1)
             report["models"].append(entry)
-    report["run_minutes"] = round((time.monotonic() - started) / 60, 1)
-    write(report)
+            write(report)  # after every model: a long run keeps what it measured
+    print(f"done in {(time.monotonic() - started) / 60:.1f} min")
 
 
 def write(report: dict) -> None:
+    """Writes the results, keeping those of models this run did not measure (run models separately with
+    different grids; each model's entry holds its command, settings and device)."""
     from tfcompress import files
 
     out = Path(FLAGS.output_dir)
+    previous = out / "latency_table.json"
+    if previous.exists():
+        measured = {entry["name"] for entry in report["models"]}
+        kept = [entry for entry in json.loads(previous.read_text()).get("models", [])
+                if entry["name"] not in measured and "settings" in entry]
+        report = {**report, "models": kept + report["models"]}
     files.write_json(out / "latency_table.json", report)
     plot(report, out / "latency_table.png")
-    fp = report["fingerprint"]
-    lines = [
-        "# Latency tables: predicted vs measured latency of randomly pruned models",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Device: `{report['device']}`, {fp.get('cpu')} ({fp.get('machine')}, {fp.get('cores')} cores; ISA: "
-        f"{', '.join(fp.get('isa') or []) or 'unknown'}; no AVX-512/VNNI unless listed), runtime "
-        f"{fp.get('runtime')} {fp.get('runtime_version')}, {fp.get('threads')} thread(s). "
-        f"Run time {report['run_minutes']} min.  ",
-        f"Table: grid step {report['settings']['step']} channels (at most {report['settings']['max_points']} points "
-        f"per axis), {report['settings']['repeats']} measurements × {report['settings']['runs']} runs per point. "
-        f"Variants: {report['settings']['variants']} per model, precision and kind, each measured 3 × "
-        f"{report['settings']['model_runs']} runs (median) on the same device in the same run.",
-        "",
+    lines = ["# Latency tables: predicted vs measured latency of randomly pruned models", ""]
+    for entry in report["models"]:
+        fp, settings = entry["fingerprint"], entry["settings"]
+        lines += [
+            f"**{entry['name']}** — command: `{entry['command']}`  ",
+            f"Device: `{fp.get('device')}`, {fp.get('cpu')} ({fp.get('machine')}, {fp.get('cores')} cores; ISA: "
+            f"{', '.join(fp.get('isa') or []) or 'unknown'}; no AVX-512/VNNI unless listed), runtime "
+            f"{fp.get('runtime')} {fp.get('runtime_version')}, {fp.get('threads')} thread(s). "
+            f"Run time {entry['minutes']} min.  ",
+            f"Table: grid step {settings['step']} channels, at most {settings['max_points']} points per axis, "
+            f"residues, {settings['repeats']} measurements × {settings['runs']} runs per point. Variants: "
+            f"{settings['variants']} per precision and kind, each the median of 3 interleaved measurements × "
+            f"{settings['model_runs']} runs, on the same device in the same run.",
+            "",
+        ]
+    lines += [
         "| model | table build | entries | grid points | precision | kind | median error | p90 error | "
         "median (linear) | p90 (linear) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -208,7 +222,7 @@ def plot(report: dict, path: Path) -> None:
         ax.plot([low, high], [low, high], "k--", lw=0.8)
         ax.plot([low, high], [1.1 * low, 1.1 * high], "k:", lw=0.6)
         ax.plot([low, high], [0.9 * low, 0.9 * high], "k:", lw=0.6)
-        ax.set_title(f"{entry['name']} ({report['device']})")
+        ax.set_title(f"{entry['name']} ({entry['fingerprint'].get('device')}, {entry['fingerprint'].get('cpu')})")
         ax.set_xlabel("measured ms")
         ax.set_ylabel("predicted ms")
         ax.legend(fontsize=8)

@@ -4,7 +4,8 @@ plus a few keras.applications models.
 
 For each model the channel graph builds with the expected number of prunable groups, 30 % of every prunable
 group can be pruned with the masked and the shrunk model agreeing, MACs equal the channel graph's cost before
-and after, MicroNet counts it, and its float32 export agrees in LiteRT. What cannot be traced is kept, with a
+and after, MicroNet counts it, its float32 export agrees in LiteRT, and it cuts into latency-table units that
+build alone and that its pruned version shares. What cannot be traced is kept, with a
 reason naming the call, or refused with the class's full path.
 """
 
@@ -22,6 +23,8 @@ from keras.src.ops import numpy as ops_np
 from tfcompress import export, micronet, runtime, training
 from tfcompress.graph import ChannelGraph
 from tfcompress.graph.channel_graph import UnsupportedLayerError
+from tfcompress.keras_graph import GraphWalk
+from tfcompress.latency.units import find_units
 from tfcompress.profile import profile
 from tfcompress.pruning import get_importance, insert_channel_masks, plan_channels, shrink
 
@@ -64,7 +67,21 @@ def check_pruning(model: keras.Model, prunable: int, shape: tuple[int, ...] = SH
 
     lite = runtime.TFLiteModel(export.to_tflite(small))
     assert _relative(small(x, training=False), lite.predict(x)) <= 1e-4
+    check_latency_units(model, small)
     return graph, small
+
+
+def check_latency_units(model: keras.Model, small: keras.Model) -> None:
+    """A latency table of ``model`` covers its pruned ``small`` (same unit keys), and every unit builds alone, as
+    a table build measures it."""
+    if any("#" in call.name and "/" in call.name for call in GraphWalk(model).calls):
+        return  # a nested model called twice shares its inner tensors between the calls: not cut into units
+    units = find_units(export.strip(model))
+    assert [u.key for u in units] == [u.key for u in find_units(export.strip(small))]
+    for unit in units:
+        built = unit.build()
+        outputs = built.outputs if isinstance(built.outputs, list) else [built.outputs]
+        assert [tuple(o.shape[1:]) for o in outputs] == [tuple(t.shape[1:]) for t in unit.outputs]
 
 
 def _conv(x, filters: int, name: str | None = None, **kwargs):

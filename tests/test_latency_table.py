@@ -28,16 +28,17 @@ from tfcompress.pruning.channels import latency_fraction
 FAST = {"repeats": 1, "runs": 10, "warmup": 2, "residues": False, "progress": False}
 
 
-def small_resnet(name: str = "small") -> keras.Model:
+def small_resnet(name: str = "small", classes: int = 4) -> keras.Model:
     """Stem conv → block (conv-BN-ReLU, conv-BN) + identity → ReLU → pooling → classifier, 16×16 inputs."""
     inputs = keras.Input((16, 16, 3))
-    stem = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, padding="same")(inputs)))
+    stem = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    stem = keras.layers.ReLU()(keras.layers.BatchNormalization()(stem))
     x = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(stem)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
     x = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, padding="same", name="conv2")(x))
     x = keras.layers.ReLU()(keras.layers.Add(name="add")([x, stem]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x), name=name)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x), name=name)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_unknown_spatial_size_is_refused_with_the_fix():
 
 def test_ceil_reads_the_next_grid_point_and_linear_interpolates():
     entry = Entry("{}", (np.array([1, 8, 16]), np.array([4])), {"float32": np.array([[10.0], [20.0], [40.0]])})
-    ceil, linear = entry.interpolator("float32", method="ceil"), entry.interpolator("float32", method="linear")
+    ceil, linear = entry.interpolator("float32", step=8), entry.interpolator("float32", method="linear")
     assert ceil((8, 4)) == linear((8, 4)) == 20.0  # on the grid both are exact
     assert ceil((9, 4)) == 40.0 and linear((12, 4)) == pytest.approx(30.0)
     assert linear((20, 4)) == pytest.approx(50.0)  # beyond the grid: extrapolated
@@ -126,7 +127,10 @@ def test_ceil_reads_the_next_grid_point_and_linear_interpolates():
     # residues (step 4): 15 channels cost 1.5× what 16 do, 14 half as much; the pattern repeats below 8 and 12
     stepped = Entry("{}", (np.array([1, 4, 8, 12, 16]),), {"float32": np.array([10.0, 15.0, 20.0, 30.0, 40.0])},
                     residues={"float32": np.array([[60.0, 20.0, 40.0]])})
-    step_ceil = stepped.interpolator("float32")
+    step_ceil = stepped.interpolator("float32", step=4)
+    widened = Entry("{}", (np.array([1, 16, 32]),), {"float32": np.array([10.0, 20.0, 40.0])})
+    assert widened.interpolator("float32", step=8)((9,)) == pytest.approx(20.0)  # 16: on the grid
+    assert widened.interpolator("float32", step=8)((17,)) == pytest.approx(30.0)  # 24: between 16 and 32
     assert step_ceil((15,)) == pytest.approx(60.0) and step_ceil((14,)) == pytest.approx(20.0)
     assert step_ceil((7,)) == pytest.approx(30.0) and step_ceil((16,)) == step_ceil((8,)) * 2 == 40.0
     entry.values["float32"][1, 0] = np.nan
@@ -148,7 +152,7 @@ def test_table_round_trips_and_predicts_the_measured_model(table, model, tmp_pat
         measured = next(iter(table.meta["architectures"].values()))["measured_us"][precision]
         # the intercept is calibrated on the whole unpruned model: its prediction is its measurement
         assert prediction.calibrated and prediction.total_us == pytest.approx(measured, rel=1e-9)
-        assert [name for name, _ in prediction.layers] == ["conv2d", "conv1", "conv2", "add", "pool", "logits"]
+        assert [name for name, _ in prediction.layers] == ["stem", "conv1", "conv2", "add", "pool", "logits"]
         assert prediction.breakdown().count("us") == 7
     with np.load(tmp_path / "copy.npz", allow_pickle=False) as arrays:
         assert all(arrays[name].dtype != object for name in arrays.files)
@@ -343,3 +347,20 @@ def test_benchmark_script_measures_over_ssh(sshd_server, model, tmp_path):
     assert report["host"]["isa"] == latency.describe_host()["isa"] and "ms" in result.stdout
     refused = run_script("benchmark", f"--tflite={tflite}", "--device=ssh://", check=False)
     assert refused.returncode != 0 and "ssh://" in refused.stderr
+
+
+@pytest.mark.slow
+def test_prune_script_aims_at_a_predicted_latency(tmp_path):
+    keras.utils.set_random_seed(0)
+    source = tmp_path / "small10.keras"
+    small_resnet("small10", classes=10).save(source)
+    table = tmp_path / "small10.npz"
+    run_script("latency_table", f"--model={source}", f"--output={table}", "--precision=float32", "--repeats=1",
+               "--runs=10", "--noresidues")
+    output = tmp_path / "pruned.keras"
+    run_script("prune", f"--model={source}", f"--latency_table={table}", "--target_latency=0.7",
+               "--channel_multiple=8", f"--output={output}")
+    predicted = json.loads(output.with_name("pruned.keras.json").read_text())["predicted_latency_ms"]
+    assert predicted["after"] <= 0.7 * predicted["before"] * 1.0001 and predicted["device"] == "litert"
+    alone = run_script("prune", f"--model={source}", "--target_latency=0.7", f"--output={output}", check=False)
+    assert alone.returncode != 0 and "--latency_table" in alone.stderr

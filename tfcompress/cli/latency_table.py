@@ -34,8 +34,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("model", None, "Model(s) (.keras) to build a table for; repeat the flag for several.")
 flags.DEFINE_string("device", "litert", DEVICE_HELP)
 flags.DEFINE_list("precision", ["float32", "int8"], "float32 and/or int8 (prediction: the first one).")
-flags.DEFINE_string("output", None, "The table to write: T.npz (+ T.json, and T.journal.jsonl while building).")
-flags.DEFINE_bool("resume", False, "Continue an interrupted build from its journal (nothing is measured twice).")
+flags.DEFINE_string("output", None, "The table to write: T.npz + T.json, and T.journal.jsonl (every measurement, "
+                    "as taken: what --resume continues from).")
+flags.DEFINE_bool("resume", False, "Continue an interrupted build from its journal (nothing is measured twice), "
+                  "or add models to a finished one.")
 flags.DEFINE_bool("force", False, "Use or resume a table measured on another device fingerprint.")
 flags.DEFINE_string("shard", "0/1", "Measure only part i of n of the table ('i/n'); merge the parts with --merge.")
 flags.DEFINE_integer("step", 8, "Grid step in channels: use the --channel_multiple you will prune with.",
@@ -53,7 +55,8 @@ flags.DEFINE_bool("residues", True, "Also measure the counts just below each axi
                   "pattern within a step): better predictions between grid points, ~40 % more points.")
 flags.DEFINE_string("table", None, "A table (T.npz) to predict with.")
 flags.DEFINE_string("predict", None, "A .keras model whose latency to predict from --table.")
-flags.DEFINE_bool("measure", False, "With --predict: also measure the model on the table's device (--device).")
+flags.DEFINE_bool("measure", False, "With --predict: also measure the model, on the table's device unless "
+                  "--device is given.")
 flags.DEFINE_list("merge", None, "Tables (shards) to merge into --output.")
 flags.DEFINE_string("json", None, "With --predict: also write the prediction (and measurement) here.")
 
@@ -116,7 +119,9 @@ def predict() -> None:
         output = files.check_output(FLAGS.json, [FLAGS.predict]) if FLAGS.json else None
         table = latency.Table.load(FLAGS.table)
         model = load_keras_model(FLAGS.predict)
-        device = latency.open_device(FLAGS.device) if FLAGS.measure else None
+        # measured where the table was, unless --device says otherwise
+        where = FLAGS.device if FLAGS["device"].present else table.meta.get("device", FLAGS.device)
+        device = latency.open_device(where) if FLAGS.measure else None
         if device is not None:
             table.check_device(device.fingerprint(FLAGS.threads), FLAGS.force)
         prediction = table.predict(model, precision)

@@ -6,7 +6,9 @@
         --finetune_epochs=30 --output=/tmp/resnet20_l1_50_scratch.keras      # the same channels, from scratch
 
 Every target is the fraction of the original KEPT (``--target_channels``, ``--target_macs`` or
-``--target_params``); ``--plan`` applies a saved plan instead (OUTPUT.json of an earlier run, or
+``--target_params``), or a latency predicted by a table of the device (``--latency_table=T.npz
+--target_latency=0.6`` or ``=1.5ms``, ``scripts/latency_table.py``; prune with ``--channel_multiple`` = the
+table's step); ``--plan`` applies a saved plan instead (OUTPUT.json of an earlier run, or
 ``PruningPlan.save``) to a model of the same architecture, e.g. a freshly initialized zoo model, to retrain the
 pruned architecture from scratch (as the NetAdapt work recommends).
 
@@ -43,6 +45,11 @@ flags.DEFINE_integer("prune_batches", 4, "Training batches (of --batch_size) a d
 flags.DEFINE_float("target_channels", None, "Keep this fraction of the prunable channels, in (0, 1].")
 flags.DEFINE_float("target_macs", None, "Keep at most this fraction of the original MACs, in (0, 1].")
 flags.DEFINE_float("target_params", None, "Keep at most this fraction of the original parameters, in (0, 1].")
+flags.DEFINE_string("target_latency", None, "Keep at most this predicted latency: a fraction of the unpruned "
+                    "prediction (0.6) or milliseconds (1.5ms), predicted by --latency_table.")
+flags.DEFINE_string("latency_table", None, "A latency table (T.npz, scripts/latency_table.py) of the model's "
+                    "device, for --target_latency.")
+flags.DEFINE_enum("latency_precision", "float32", ["float32", "int8"], "The precision --target_latency is for.")
 flags.DEFINE_string("plan", None, "Apply this saved plan (OUTPUT.json of an earlier run, or PruningPlan.save) "
                     "instead of planning: same channels, e.g. on a freshly initialized model of the architecture.")
 flags.DEFINE_enum("scope", None, ["global", "local"],
@@ -67,14 +74,19 @@ for _target in TARGETS:
     flags.register_validator(_target, lambda v: v is None or 0.0 < v <= 1.0,
                              message=f"--{_target} is the fraction of the original kept: in (0, 1], e.g. 0.5")
 flags.register_multi_flags_validator(
-    [*TARGETS, "plan"], lambda f: sum(v is not None for v in f.values()) == 1,
-    message="give exactly one of --target_channels, --target_macs, --target_params (fractions kept) or --plan",
+    [*TARGETS, "target_latency", "plan"], lambda f: sum(v is not None for v in f.values()) == 1,
+    message="give exactly one of --target_channels, --target_macs, --target_params (fractions kept), "
+            "--target_latency or --plan",
+)
+flags.register_multi_flags_validator(
+    ["target_latency", "latency_table"], lambda f: (f["target_latency"] is None) == (f["latency_table"] is None),
+    message="--target_latency and --latency_table go together: the table predicts the latency aimed at",
 )
 
 _OWN_FLAGS = (
     "model", "importance", "prune_batches", "target_channels", "target_macs", "target_params", "plan", "scope",
-    "channel_multiple", "keep_zeros", "finetune_epochs", "lr", "train_limit", "seed", "dataset", "batch_size",
-    "output",
+    "target_latency", "latency_table", "latency_precision", "channel_multiple", "keep_zeros", "finetune_epochs",
+    "lr", "train_limit", "seed", "dataset", "batch_size", "output",
 )
 
 
@@ -94,8 +106,10 @@ def main(argv: list[str]) -> None:
         if ignored:
             raise ValueError(f"--plan applies a saved plan: {', '.join(ignored)} would be ignored; leave them out")
         saved_plan = _load_plan(FLAGS.plan)
+    table = tfc.latency.Table.load(FLAGS.latency_table) if FLAGS.latency_table else None
     keras.utils.set_random_seed(FLAGS.seed)
     model = tfc.export.load_keras_model(FLAGS.model)
+    cost_fn = table.cost_fn(model, FLAGS.latency_precision) if table is not None else None  # refuses unknown units
     test = dataset_for_model(model.input_shape, "test")
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
     accuracy_before = tfc.training.evaluate(model, test)["accuracy"]
@@ -126,11 +140,18 @@ def main(argv: list[str]) -> None:
             data = dataset_for_model(model.input_shape, "train", shuffle=True, seed=FLAGS.seed)
         result = tfc.pruning.prune_channels(
             model, FLAGS.importance, target_channels=FLAGS.target_channels, target_macs=FLAGS.target_macs,
-            target_params=FLAGS.target_params, scope=FLAGS.scope, channel_multiple=FLAGS.channel_multiple,
+            target_params=FLAGS.target_params, cost_fn=cost_fn, target_latency=FLAGS.target_latency,
+            scope=FLAGS.scope, channel_multiple=FLAGS.channel_multiple,
             data=data, num_batches=FLAGS.prune_batches, seed=FLAGS.seed,
         )
         small, plan = result.model, result.plan.to_dict()
     print(_plan_table(plan))
+    if table is not None:
+        before, after = table.predict(model, FLAGS.latency_precision), table.predict(small, FLAGS.latency_precision)
+        plan["predicted_latency_ms"] = {"before": before.ms, "after": after.ms, "precision": FLAGS.latency_precision,
+                                        "device": table.meta.get("device")}
+        print(f"predicted latency ({FLAGS.latency_precision}, {table.meta.get('device')}): {before.ms:.3f} ms → "
+              f"{after.ms:.3f} ms ({after.ms / before.ms:.1%})")
     accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
 
     accuracy_finetuned = None

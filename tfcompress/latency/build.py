@@ -140,7 +140,8 @@ def build_table(
     output = table_path(files.check_output(table_path(output)))
     journal = journal_path(output)
     if journal.exists() and not resume:
-        raise ValueError(f"{journal} exists (an interrupted build): pass resume to continue it, or delete it")
+        raise ValueError(f"{journal} exists (the measurements of an earlier build of this table): pass resume to "
+                         "reuse them (an interrupted build continues, a finished one adds new models), or delete it")
     device = open_device(device)
 
     plan = _Plan.of(models, precisions, step, max_points, residues)

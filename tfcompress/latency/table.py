@@ -77,17 +77,19 @@ class Entry:
     def covers(self, values: Sequence[int]) -> bool:
         return all(p[0] <= v <= p[-1] for p, v in zip(self.points, values, strict=True))
 
-    def interpolator(self, precision: str, sigma: float = 0.0, method: str = "ceil"
+    def interpolator(self, precision: str, sigma: float = 0.0, method: str = "ceil", step: int = 1
                      ) -> Callable[[Sequence[int]], float]:
         """A function of the axis values returning µs.
 
-        ``method="ceil"`` reads a count between grid points at the next point up: CPU kernels pad channels to
-        their SIMD tile (XNNPACK on AVX2: 9…16 output channels cost what 16 do), so latency is a staircase that
-        a linear interpolation undercuts by up to 30 % (``benchmarks/results/latency_table.md``). Where the
-        entry has residues, a count r below a multiple of the step is scaled by what r below the top multiple
-        costs relative to it (float32 XNNPACK on AVX2 runs 4k input channels faster than 4k − 1: the pattern
-        repeats in every step). ``"linear"`` interpolates. On grid points (prune with ``channel_multiple`` =
-        the table's step) all are exact.
+        ``method="ceil"`` rounds a count up to a multiple of ``step`` (the table's grid step) before interpolating:
+        CPU kernels pad channels to their SIMD tile (XNNPACK on AVX2: 9…16 output channels cost what 16 do), so
+        latency is a staircase that a linear interpolation undercuts by up to 30 %
+        (``benchmarks/results/latency_table.md``); on a grid of every multiple of the step this reads the next
+        point up, on a widened grid it interpolates linearly at the rounded count. Where the entry has residues,
+        a count r below a multiple of the step is scaled by what r below the top multiple costs relative to it
+        (float32 XNNPACK on AVX2 runs 4k input channels faster than 4k − 1: the pattern repeats in every step).
+        ``"linear"`` interpolates. On grid points (prune with ``channel_multiple`` = the table's step) all are
+        exact.
 
         Raises:
             TableError: the precision was not measured or the grid has holes (an unmerged shard).
@@ -120,7 +122,7 @@ class Entry:
             point = [float(values[i]) for i in varying]
             factor = 1.0
             if method == "ceil":
-                point = [axis[min(np.searchsorted(axis, v), len(axis) - 1)] if v <= axis[-1] else v
+                point = [min(-(-v // step) * step, axis[-1]) if v <= axis[-1] else v
                          for axis, v in zip(axes, point, strict=True)]
                 for k, i in enumerate(varying):
                     ratios = corrections.get(i)
@@ -262,7 +264,7 @@ class Table:
         for unit in units:
             entry = self.entry_for(unit)
             if entry.id not in interpolators:
-                interpolators[entry.id] = entry.interpolator(precision, sigma, method)
+                interpolators[entry.id] = entry.interpolator(precision, sigma, method, int(self.meta.get("step", 1)))
             parts.append((unit, _minus(interpolators[entry.id], overhead)))
         # The intercept: the whole model as measured minus the sum of its units, at the channel counts measured.
         architecture = self.meta.get("architectures", {}).get(architecture_id(units), {})

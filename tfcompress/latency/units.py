@@ -76,7 +76,7 @@ class Unit:
     Attributes:
         calls: the calls, in order.
         inputs: the tensors it reads from outside.
-        output: the tensor it produces.
+        outputs: the tensors it produces (those of its last call).
         axes: the channel axes its latency depends on (prunable groups of the model).
         layouts: the channel layout of every tensor the unit touches, by id.
         key: what else its latency depends on (see the module docstring), as canonical JSON.
@@ -84,7 +84,7 @@ class Unit:
 
     calls: list[Call]
     inputs: list[Any]
-    output: Any
+    outputs: list[Any]
     axes: list[Axis]
     layouts: dict[int, Layout]
     key: str
@@ -128,18 +128,23 @@ class Unit:
             args, kwargs = call.node.arguments.fill_in(values_by_id)
             kwargs.pop("training", None)
             layer = _resized(call, channels(call.outputs[0])) if call.is_layer else call.layer
-            (output,) = keras.tree.flatten(layer(*args, **kwargs))
-            new[id(call.outputs[0])] = output
-        inputs = [new[id(t)] for t in self.inputs]
-        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, new[id(self.output)], name="unit")
+            try:
+                produced = keras.tree.flatten(layer(*args, **kwargs))
+            except ValueError as error:  # e.g. an operation whose arguments spell out a channel count
+                raise ValueError(f"layer {call.name} ({class_path(call.layer)}) cannot be rebuilt alone with "
+                                 f"{[int(v) for v in values]} channels for a latency table: {error}") from None
+            for old, output in zip(call.outputs, produced, strict=True):
+                new[id(old)] = output
+        inputs, outputs = [new[id(t)] for t in self.inputs], [new[id(t)] for t in self.outputs]
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
+                           name="unit")
 
 
 def find_units(model: keras.Model, graph: ChannelGraph | None = None) -> list[Unit]:
     """Cuts ``model`` (a plain model: strip compression layers first, :func:`tfcompress.export.strip`) into units.
 
     Raises:
-        ValueError: a call with several outputs, or a tensor whose size is unknown (build the model with a
-            fixed input shape).
+        ValueError: a tensor whose size is unknown (build the model with a fixed input shape).
     """
     graph = graph or ChannelGraph(model)
     readers: dict[int, list[Call]] = {}
@@ -154,7 +159,7 @@ def find_units(model: keras.Model, graph: ChannelGraph | None = None) -> list[Un
             continue
         _check_call(call)
         calls = [call]
-        while True:
+        while len(calls[-1].outputs) == 1:
             tail = calls[-1].outputs[0]
             following = readers.get(id(tail), [])
             if id(tail) in model_outputs or len(following) != 1 or not _fusable(following[0], graph):
@@ -166,9 +171,7 @@ def find_units(model: keras.Model, graph: ChannelGraph | None = None) -> list[Un
 
 
 def _check_call(call: Call) -> None:
-    if len(call.outputs) != 1:
-        raise ValueError(f"layer {call.name} has {len(call.outputs)} outputs; latency tables time calls with one")
-    for tensor in (*call.inputs, call.outputs[0]):
+    for tensor in (*call.inputs, *call.outputs):
         if any(d is None for d in tensor.shape[1:]):
             raise ValueError(f"layer {call.name} has a tensor of unknown size {tuple(tensor.shape)}: latency "
                              "depends on it, so build the model with a fixed input shape (e.g. (32, 32, 3))")
@@ -183,14 +186,14 @@ def _fusable(call: Call, graph: ChannelGraph) -> bool:
 
 
 def _unit(calls: list[Call], graph: ChannelGraph) -> Unit:
-    inside = {id(c.outputs[0]) for c in calls}
+    inside = {id(t) for c in calls for t in c.outputs}
     inputs, seen = [], set()
     for call in calls:
         for tensor in call.inputs:
             if id(tensor) not in inside and id(tensor) not in seen:
                 seen.add(id(tensor))
                 inputs.append(tensor)
-    tensors = [*inputs, *(c.outputs[0] for c in calls)]
+    tensors = [*inputs, *(t for c in calls for t in c.outputs)]
     layouts = {id(t): graph.layout(t) for t in tensors}
 
     groups: list[int] = []  # prunable groups in order of appearance
@@ -214,9 +217,9 @@ def _unit(calls: list[Call], graph: ChannelGraph) -> Unit:
     key = {
         "inputs": [describe(t) for t in inputs],
         "calls": [{"op": class_path(c.layer), "config": _structure(c), "reads": [index[id(t)] for t in c.inputs],
-                   "output": describe(c.outputs[0])} for c in calls],
+                   "outputs": [describe(t) for t in c.outputs]} for c in calls],
     }
-    return Unit(calls, inputs, calls[-1].outputs[0], axes, layouts, json.dumps(key, sort_keys=True, default=str))
+    return Unit(calls, inputs, list(calls[-1].outputs), axes, layouts, json.dumps(key, sort_keys=True, default=str))
 
 
 def _structure(call: Call) -> Any:

@@ -17,6 +17,7 @@ Reported: median and 90th-percentile relative error |predicted − measured| / m
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> None:
     device = latency.open_device(FLAGS.device)
     fingerprint = device.fingerprint(FLAGS.threads)
     rng = np.random.default_rng(FLAGS.seed)
-    report: dict = {"command": "python benchmarks/latency_table.py " + " ".join(argv[1:]), "device": device.name,
+    report: dict = {"command": " ".join(["python benchmarks/latency_table.py", *sys.argv[1:]]), "device": device.name,
                     "settings": {k: FLAGS[k].value for k in (
                         "precisions", "variants", "step", "max_points", "repeats", "runs", "model_runs", "threads",
                         "seed")}, "models": []}

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
     model_difference = np.abs(np.asarray(predicted) - 1)
     fingerprint = local.fingerprint
     report = {
-        "command": "python benchmarks/latency_table_ssh.py " + " ".join(argv[1:]),
+        "command": " ".join(["python benchmarks/latency_table_ssh.py", *sys.argv[1:]]),
         "fingerprint": fingerprint, "remote_device": remote.meta["device"], "settings": settings,
         "local_build_s": round(local_s, 1), "remote_build_s": round(remote_s, 1),
         "connection_drops": len(drops), "connections_killed": int(sum(drops)),

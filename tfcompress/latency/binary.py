@@ -171,15 +171,25 @@ def run_benchmark_model(
     output = f"{process.stdout}\n{process.stderr}"
     if process.returncode != 0:
         raise BenchmarkError(f"{executable} {exit_description(process.returncode)}: {output_tail(output)}")
-    parsed = parse_benchmark_model_output(output)
+    return result_from_output(output, model_path, argv, threads=threads, runs=runs, warmup=warmup)
 
+
+def result_from_output(
+    output: str, model_path: Path, command: Sequence[str], *, threads: int, runs: int, warmup: int
+) -> LatencyResult:
+    """The :class:`LatencyResult` of what benchmark_model printed for ``model_path`` (run here or on a device).
+
+    Raises:
+        BenchmarkError: the output holds no timings.
+    """
+    parsed = parse_benchmark_model_output(output)
     reported_runs = parsed.count if parsed.count is not None else runs
     if parsed.count is None:
         logging.warning("benchmark_model printed no count= line; assuming the %d runs asked for", runs)
     elif parsed.count != runs:
         # Old builds ignore --min_secs or stop at --max_secs (150 s by default) on slow models.
         logging.warning("benchmark_model ran %d timed runs, %d were asked for", parsed.count, runs)
-    details: dict[str, Any] = {"command": argv, "std_ddof": 0}
+    details: dict[str, Any] = {"command": list(command), "std_ddof": 0}
     for key in ("p5", "p95", "init", "first_inference", "warmup_avg"):
         value = getattr(parsed, f"{key}_us")
         if value is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.latency import remote_runner
 from tfcompress.latency.result import BenchmarkError, LatencyResult
 
 RUNTIME = "litert-interpreter"
@@ -72,22 +73,16 @@ def run_interpreter(
 def random_input(shape: Any, dtype: Any, rng: np.random.Generator) -> np.ndarray:
     """Deterministic random data of ``shape`` and ``dtype``: floats in [0, 1) (images in unit range),
     integers over the whole range of 8/16-bit types (quantized inputs), small non-negative ints otherwise
-    (indices), booleans at random.
+    (indices), booleans at random. One definition with the remote runner's, so remote and local runs time the
+    same inputs.
 
     Raises:
         BenchmarkError: a dtype no CNN input has (strings, ...).
     """
-    dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
-    if np.issubdtype(dtype, np.floating):
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(np.bool_)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        low, high = (info.min, info.max) if info.bits <= 16 else (0, 100)
-        return rng.integers(low, high, shape, dtype=dtype, endpoint=True)
-    raise BenchmarkError(f"cannot make random input of dtype {dtype.name}")
+    try:
+        return remote_runner.random_input(shape, dtype, rng)
+    except ValueError as error:
+        raise BenchmarkError(str(error)) from None
 
 
 def litert_version() -> str | None:

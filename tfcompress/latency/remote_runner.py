@@ -30,8 +30,8 @@ EXIT_IMPORT_ERROR = 3
 
 
 def random_input(shape, dtype, rng):
-    """The same data as ``tfcompress.latency.interpreter.random_input`` (kept equal by a test): floats in
-    [0, 1), integers over the whole range of 8/16-bit types, small non-negative ints otherwise, random bools."""
+    """Seeded inputs: floats in [0, 1), integers over the whole range of 8/16-bit types, small non-negative ints
+    otherwise, random bools (also what ``tfcompress.latency.interpreter`` feeds local runs)."""
     import numpy as np
 
     dtype = np.dtype(dtype)

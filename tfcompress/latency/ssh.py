@@ -609,23 +609,13 @@ def _sections(stdout: str) -> list[tuple[str, str, str]]:
 
 def _benchmark_model_result(output: str, local: Path, remote_path: str, binary_path: str | None, runs: int,
                             common: dict[str, Any]) -> LatencyResult:
-    """A result from benchmark_model's output, with the fields :func:`binary.run_benchmark_model` fills."""
-    parsed = binary.parse_benchmark_model_output(output)
-    details: dict[str, Any] = {
-        "command": [str(binary_path), f"--graph={remote_path}", f"--num_threads={common['threads']}",
-                    f"--num_runs={runs}", f"--warmup_runs={common['warmup']}", "--min_secs=0",
-                    "--warmup_min_secs=0"],
-        "std_ddof": 0,
-    }
-    for key in ("p5", "p95", "init", "first_inference", "warmup_avg"):
-        value = getattr(parsed, f"{key}_us")
-        if value is not None:
-            details[f"{key}_ms"] = value / 1000
-    return LatencyResult(
-        runtime=binary.RUNTIME, model_path=str(local), model_bytes=local.stat().st_size,
-        runs=parsed.count if parsed.count is not None else runs, mean_ms=parsed.avg_us / 1000,
-        median_ms=_ms(parsed.median_us), min_ms=_ms(parsed.min_us), max_ms=_ms(parsed.max_us),
-        std_ms=_ms(parsed.std_us), details=details, **_copy(common))
+    """A result from benchmark_model's output on the device, as :func:`binary.run_benchmark_model` makes one."""
+    command = [str(binary_path), f"--graph={remote_path}", f"--num_threads={common['threads']}",
+               f"--num_runs={runs}", f"--warmup_runs={common['warmup']}", "--min_secs=0", "--warmup_min_secs=0"]
+    result = binary.result_from_output(output, local, command, threads=common["threads"], runs=runs,
+                                       warmup=common["warmup"])
+    result.host = _copy(common)["host"]
+    return result
 
 
 def _litert_benchmark_result(output: str, local: Path, remote_path: str, runs: int, common: dict[str, Any],
@@ -677,7 +667,3 @@ def _int_or_none(text: str) -> int | None:
 
 def _text(data: bytes | None) -> str:
     return (data or b"").decode(errors="replace")
-
-
-def _ms(microseconds: float | None) -> float | None:
-    return None if microseconds is None else microseconds / 1000

@@ -28,9 +28,9 @@ from tfcompress.pruning.channels import latency_fraction
 FAST = {"repeats": 1, "runs": 10, "warmup": 2, "residues": False, "progress": False}
 
 
-def small_resnet(name: str = "small", classes: int = 4) -> keras.Model:
-    """Stem conv → block (conv-BN-ReLU, conv-BN) + identity → ReLU → pooling → classifier, 16×16 inputs."""
-    inputs = keras.Input((16, 16, 3))
+def small_resnet(name: str = "small", classes: int = 4, shape: tuple[int, int, int] = (16, 16, 3)) -> keras.Model:
+    """Stem conv → block (conv-BN-ReLU, conv-BN) + identity → ReLU → pooling → classifier."""
+    inputs = keras.Input(shape)
     stem = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
     stem = keras.layers.ReLU()(keras.layers.BatchNormalization()(stem))
     x = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(stem)
@@ -303,8 +303,10 @@ def test_script_builds_predicts_and_measures(model, tmp_path):
     assert bad.returncode != 0 and "--output is required" in bad.stderr
 
 
-def test_remote_build_over_ssh_matches_local_and_survives_dropped_connections(sshd_server, table, model, tmp_path):
+def test_remote_build_over_ssh_matches_local_and_survives_dropped_connections(sshd_server, model, tmp_path):
     """The "device" is this machine behind a real sshd; its connections are killed again and again mid-build."""
+    # the local reference right before the remote build: under the same load from the other test workers
+    table = latency.build_table(model, "litert", output=tmp_path / "local.npz", precisions=("float32",), **FAST)
     output = tmp_path / "remote.npz"
     journal = journal_path(output)
     drops, stop = [], threading.Event()
@@ -353,7 +355,7 @@ def test_benchmark_script_measures_over_ssh(sshd_server, model, tmp_path):
 def test_prune_script_aims_at_a_predicted_latency(tmp_path):
     keras.utils.set_random_seed(0)
     source = tmp_path / "small10.keras"
-    small_resnet("small10", classes=10).save(source)
+    small_resnet("small10", classes=10, shape=(32, 32, 1)).save(source)  # evaluated on Fashion-MNIST
     table = tmp_path / "small10.npz"
     run_script("latency_table", f"--model={source}", f"--output={table}", "--precision=float32", "--repeats=1",
                "--runs=10", "--noresidues")

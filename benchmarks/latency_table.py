@@ -202,8 +202,6 @@ def write(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,9 +226,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_ylabel("predicted ms")
         ax.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    files.write_bytes(path, buffer.getvalue())
+    files.write_png(path, figure)
 
 
 if __name__ == "__main__":

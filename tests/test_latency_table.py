@@ -352,14 +352,9 @@ def test_benchmark_script_measures_over_ssh(sshd_server, model, tmp_path):
 
 
 @pytest.mark.slow
-def test_prune_script_aims_at_a_predicted_latency(tmp_path):
-    keras.utils.set_random_seed(0)
-    source = tmp_path / "small10.keras"
-    small_resnet("small10", classes=10, shape=(32, 32, 1)).save(source)  # evaluated on Fashion-MNIST
-    table = tmp_path / "small10.npz"
-    run_script("latency_table", f"--model={source}", f"--output={table}", "--precision=float32", "--repeats=1",
-               "--runs=10", "--noresidues")
+def test_prune_script_aims_at_a_predicted_latency(fashion_latency, tmp_path):
     output = tmp_path / "pruned.keras"
+    source, table = fashion_latency.model_path, fashion_latency.table_path
     run_script("prune", f"--model={source}", f"--latency_table={table}", "--target_latency=0.7",
                "--channel_multiple=8", f"--output={output}")
     predicted = json.loads(output.with_name("pruned.keras.json").read_text())["predicted_latency_ms"]

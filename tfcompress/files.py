@@ -7,6 +7,7 @@ Every artefact tfcompress produces (models, JSON sidecars, .tflite files, tables
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -97,6 +98,13 @@ def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes text (UTF-8) atomically."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_png(path: str | os.PathLike, figure: Any, dpi: int = 110) -> Path:
+    """Writes a matplotlib ``figure`` as PNG, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return write_bytes(path, buffer.getvalue())
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 from absl import app, flags
 
@@ -110,7 +108,7 @@ def build() -> None:
 
 def predict() -> None:
     from tfcompress import files, latency
-    from tfcompress.export import load_keras_model, to_tflite
+    from tfcompress.export import load_keras_model
 
     precision = FLAGS.precision[0]
     try:
@@ -130,11 +128,8 @@ def predict() -> None:
     report = prediction.to_dict()
     print(f"predicted_ms: {prediction.ms:.4f}")
     if device is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.tflite"
-            calibration = _calibration(model) if precision == "int8" else {}
-            to_tflite(model, precision, output=path, **calibration)
-            result, = device.measure([path], threads=FLAGS.threads, runs=max(FLAGS.runs, 50), warmup=FLAGS.warmup)
+        result = latency.measure_model(model, device, precision, threads=FLAGS.threads, runs=max(FLAGS.runs, 50),
+                                       warmup=FLAGS.warmup)
         measured = result.median_ms if result.median_ms is not None else result.mean_ms
         report.update(measured_ms=measured, error=(prediction.ms - measured) / measured, device=device.name)
         print(f"measured_ms: {measured:.4f}  (error {100 * report['error']:+.1f} %, {device.name})")
@@ -157,13 +152,6 @@ def merge() -> None:
         raise app.UsageError(str(error)) from error
     merged.save(output)
     print(f"table: {output} ({len(merged.entries)} entries from {len(tables)} tables)")
-
-
-def _calibration(model) -> dict:
-    import numpy as np
-
-    samples = np.random.default_rng(0).random((8, *model.input_shape[1:]), np.float32)
-    return {"representative_data": samples, "num_calibration_samples": 8}
 
 
 def run() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tfcompress.specs import Count, LayerSpec, pass_through, register
@@ -18,6 +19,11 @@ class ChannelMask(keras.layers.Layer):
     reads the masks, removes these layers and slices the weights. The vector is a non-trainable weight, so it
     is saved with the model.
 
+    With ``track_fisher=True`` every training step also adds each channel's Fisher saliency (Theis et al. 2018)
+    to the non-trainable ``fisher`` vector: the gradient of the loss with respect to the mask at mask = 1,
+    squared per example, Δ_k = ½ · mean_n (Σ_ij a_nkij · ∂L_n/∂a_nkij)², computed in the backward pass of the
+    step that trains anyway (``tfcompress.pruning.fisher.FisherPruning`` reads and resets it).
+
     Input shape: ``(batch, ..., channels)``; output shape: the same.
 
     Example:
@@ -28,13 +34,23 @@ class ChannelMask(keras.layers.Layer):
     ```
     """
 
+    def __init__(self, track_fisher: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.track_fisher = bool(track_fisher)
+
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if input_shape[-1] is None:
             raise ValueError(f"ChannelMask {self.name!r} needs a known channel count, got input shape {input_shape}")
-        self.mask = self.add_weight(name="mask", shape=(int(input_shape[-1]),), initializer="ones", trainable=False)
+        channels = int(input_shape[-1])
+        self.mask = self.add_weight(name="mask", shape=(channels,), initializer="ones", trainable=False)
+        if self.track_fisher:
+            self.fisher = self.add_weight(name="fisher", shape=(channels,), initializer="zeros", trainable=False)
 
-    def call(self, inputs):
-        return inputs * ops.cast(self.mask, inputs.dtype)
+    def call(self, inputs, training=None):
+        mask = ops.cast(self.mask, inputs.dtype)
+        if self.track_fisher and training:
+            return _fisher_gate(inputs, mask, self.fisher)
+        return inputs * mask
 
     def set_mask(self, mask: np.ndarray) -> None:
         mask = np.asarray(mask, dtype="float32")
@@ -47,9 +63,31 @@ class ChannelMask(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
+    def get_config(self) -> dict:
+        return {**super().get_config(), "track_fisher": self.track_fisher}
+
+
+def _fisher_gate(inputs: tf.Tensor, mask: tf.Tensor, sink: keras.Variable) -> tf.Tensor:
+    """``inputs · mask``, whose backward pass adds the per-channel Fisher saliency of the step to ``sink``."""
+
+    @tf.custom_gradient
+    def gate(a: tf.Tensor, m: tf.Tensor):
+        def backward(upstream: tf.Tensor):
+            batch = tf.cast(tf.shape(a)[0], tf.float32)
+            # Σ over positions of a·∂L/∂a, per example and channel; ×N turns the gradient of the batch-mean
+            # loss into each example's own.
+            gates = tf.reshape(tf.cast(a * upstream, tf.float32), (tf.shape(a)[0], -1, a.shape[-1]))
+            gates = tf.reduce_sum(gates, axis=1) * batch
+            sink.assign_add(0.5 * tf.reduce_mean(tf.square(gates), axis=0))
+            return upstream * m, tf.zeros_like(m)
+
+        return a * m, backward
+
+    return gate(inputs, mask)
+
 
 # Shrinking removes the layer; until then it is one multiplication per element.
 register(ChannelMask, spec=LayerSpec(
-    channels=pass_through("mask"),
+    channels=pass_through("mask", "fisher"),
     micronet=lambda call, precision: Count(note="removed by shrink"),
 ))

@@ -27,7 +27,7 @@ from typing import Any
 from tfcompress.latency.binary import BenchmarkModelOutput, parse_benchmark_model_output, run_benchmark_model
 from tfcompress.latency.build import build_table, parse_shard
 from tfcompress.latency.device import Device
-from tfcompress.latency.devices import DEVICE_HELP, LocalDevice, open_device
+from tfcompress.latency.devices import DEVICE_HELP, LocalDevice, measure_model, open_device
 from tfcompress.latency.host import describe_host
 from tfcompress.latency.interpreter import run_interpreter
 from tfcompress.latency.litert_benchmark import run_litert_benchmark
@@ -52,6 +52,7 @@ __all__ = [
     "build_table",
     "check_tflite",
     "describe_host",
+    "measure_model",
     "open_device",
     "parse_benchmark_model_output",
     "parse_shard",

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import keras
+import numpy as np
 
 from tfcompress.latency.binary import run_benchmark_model
 from tfcompress.latency.device import Device
@@ -86,3 +90,33 @@ def open_device(spec: str | Device) -> Device:
 
         return SshDevice.from_url(text)
     raise ValueError(f"unknown device {text!r}. {DEVICE_HELP}")
+
+
+def measure_model(
+    model: keras.Model,
+    device: str | Device,
+    precision: str = "float32",
+    *,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    representative_data: Any = None,
+) -> LatencyResult:
+    """Exports ``model`` (compression layers stripped) at ``precision`` and measures it on ``device``.
+
+    int8 calibrates on ``representative_data`` (default: 8 random inputs: latency does not depend on the
+    values).
+    """
+    from tfcompress.export import to_tflite  # export is only needed when a Keras model is measured
+
+    calibration = {}
+    if precision == "int8":
+        samples = representative_data
+        if samples is None:
+            samples = np.random.default_rng(0).random((8, *model.input_shape[1:]), np.float32)
+        calibration = {"representative_data": samples, "num_calibration_samples": 8}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        to_tflite(model, precision, output=path, **calibration)
+        result, = open_device(device).measure([path], threads=threads, runs=runs, warmup=warmup)
+    return result

@@ -32,9 +32,11 @@ import numpy as np
 
 from tfcompress import files
 from tfcompress.export import strip
-from tfcompress.graph import ChannelGraph
+from tfcompress.graph import ChannelGraph, ChannelMask
+from tfcompress.keras_graph import iter_layers, replace_layers
 from tfcompress.latency.device import comparable
 from tfcompress.latency.units import Axis, Unit, find_units
+from tfcompress.pruning.shrink import fold_channel_masks
 
 FORMAT_VERSION = 1
 PRECISIONS = ("float32", "int8")
@@ -225,13 +227,20 @@ class Table:
 
     def predict(self, model: keras.Model, precision: str = "float32", intercept_us: float | None = None
                 ) -> Prediction:
-        """The latency of ``model`` (compression layers are stripped as for export), with a per-unit breakdown.
+        """The latency of ``model`` (compression layers are stripped as for export, channels masked by ChannelMask
+        layers counted as removed), with a per-unit breakdown.
 
         Raises:
             TableError: a unit the table has no entry for, or a precision it did not measure.
         """
-        plan = self._plan(model, precision, None)
-        layers = [(unit.name, interpolate(unit.values())) for unit, interpolate in plan.parts]
+        masked = any(isinstance(layer, ChannelMask) for layer in iter_layers(model))
+        graph = ChannelGraph(model) if masked else None
+        plan = self._plan(model, precision, graph)
+        counts = {}
+        if graph is not None:
+            removed = fold_channel_masks(graph, {})
+            counts = {plan.group_map[g]: int(keep.sum()) for g, keep in removed.items() if g in plan.group_map}
+        layers = [(unit.name, interpolate(unit.values(counts))) for unit, interpolate in plan.parts]
         intercept = plan.intercept if intercept_us is None else float(intercept_us)
         return Prediction(intercept + sum(us for _, us in layers), intercept, layers, precision,
                           calibrated=plan.calibrated or intercept_us is not None)
@@ -253,7 +262,7 @@ class Table:
         return cost
 
     def _plan(self, model: keras.Model, precision: str, graph: ChannelGraph | None) -> _Plan:
-        plain = strip(model)
+        plain = _deployed_view(model)
         plain_graph = ChannelGraph(plain)
         units = find_units(plain, plain_graph)
         sigma = float(self.meta.get("smooth_sigma", 0.0))
@@ -383,6 +392,16 @@ class _Plan:
     intercept: float
     calibrated: bool
     group_map: dict[int, int]
+
+
+def _deployed_view(model: keras.Model) -> keras.Model:
+    """``model`` as it runs on the device once pruned: compression layers stripped, and ChannelMask layers
+    gone (the keep counts given to a cost function say what they remove)."""
+    plain = strip(model)
+    if not any(isinstance(layer, ChannelMask) for layer in iter_layers(plain)):
+        return plain
+    return replace_layers(plain, lambda layer: (lambda x, **_: x) if isinstance(layer, ChannelMask) else None,
+                          share_weights=True)
 
 
 def architecture_id(units: Sequence[Unit]) -> str:

@@ -6,13 +6,14 @@ removes them. Unstructured sparsity: ``weight_masks`` (weight-mask layers), ``sn
 initialization), ``magnitude`` (random and magnitude baselines, gradual pruning callback).
 """
 
-from tfcompress.pruning import importance, magnitude, snip, weight_masks  # weight_masks registers WeightMask's spec
+# weight_masks registers WeightMask's spec
+from tfcompress.pruning import fisher, importance, magnitude, netadapt, snip, weight_masks
 from tfcompress.pruning.channels import PruningPlan, PruningResult, apply_plan, plan_channels, prune_channels
 from tfcompress.pruning.importance import IMPORTANCES, Importance, get_importance, register_importance
 from tfcompress.pruning.shrink import insert_channel_masks, set_channel_masks, shrink
 
 __all__ = [
-    "IMPORTANCES", "Importance", "PruningPlan", "PruningResult", "apply_plan", "get_importance", "importance",
-    "insert_channel_masks", "magnitude", "plan_channels", "prune_channels", "register_importance",
+    "IMPORTANCES", "Importance", "PruningPlan", "PruningResult", "apply_plan", "fisher", "get_importance", "importance",
+    "insert_channel_masks", "magnitude", "netadapt", "plan_channels", "prune_channels", "register_importance",
     "set_channel_masks", "shrink", "snip", "weight_masks",
 ]

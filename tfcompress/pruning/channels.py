@@ -197,9 +197,15 @@ def plan_channels(
     masks = _masks_from_counts(graph, scores, counts, order if scope == "global" else None)
     for g, keep in already_removed.items():  # gone anyway, even where the target did not need them
         masks[g] = masks.get(g, np.ones(graph.groups[g].size, bool)) & keep
+    return plan_from_masks(graph, masks)
+
+
+def plan_from_masks(graph: ChannelGraph, masks: Mapping[int, np.ndarray]) -> PruningPlan:
+    """The plan that keeps what per-group keep-``masks`` keep (groups not listed keep all), with its costs."""
+    masks = graph.check_masks(dict(masks))
     all_after = {g: int(masks[g].sum()) if g in masks else graph.groups[g].size for g in graph.groups}
     return PruningPlan(
-        masks=masks,
+        masks={g: mask for g, mask in masks.items() if not mask.all()},
         channels_before={g: group.size for g, group in graph.groups.items()},
         channels_after=all_after,
         macs_before=graph.cost(metric="macs"), macs_after=graph.cost(all_after, "macs"),
@@ -209,6 +215,27 @@ def plan_channels(
         group_names={g: group.name for g, group in graph.groups.items()},
         group_layers={g: list(group.producers) for g, group in graph.groups.items()},
     )
+
+
+def plan_for_model(plan: PruningPlan, model: keras.Model, graph: ChannelGraph | None = None) -> PruningPlan:
+    """``plan`` (of a model with channel masks, or any copy of the architecture) in the groups of ``model``,
+    matched by the layers producing each group, with ``model``'s costs.
+
+    Raises:
+        ValueError: a group's producer is not in ``model``, or its channel count differs.
+    """
+    graph = graph or ChannelGraph(model)
+    masks = {}
+    for g, mask in plan.masks.items():
+        layers = plan.group_layers.get(g) or []
+        if not layers:
+            raise ValueError(f"plan group {plan.group_names[g]!r} names no layer; it cannot be matched")
+        group = graph.group_of_layer(layers[0])
+        if group.size != mask.size:
+            raise ValueError(f"plan group {plan.group_names[g]!r} has {mask.size} channels, {layers[0]!r} of "
+                             f"{model.name!r} produces {group.size}: not the same architecture")
+        masks[group.id] = mask
+    return plan_from_masks(graph, masks)
 
 
 def latency_fraction(target: float | str, unpruned_us: float) -> float:

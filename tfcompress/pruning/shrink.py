@@ -100,14 +100,19 @@ def shrink(
 
 
 def insert_channel_masks(
-    model: keras.Model, masks: dict[int, np.ndarray] | None = None, *, graph: ChannelGraph | None = None
+    model: keras.Model,
+    masks: dict[int, np.ndarray] | None = None,
+    *,
+    graph: ChannelGraph | None = None,
+    track_fisher: bool = False,
 ) -> keras.Model:
     """Returns a copy of ``model`` with a ``ChannelMask`` in front of every layer that consumes channels
     (layers with dot products: convolutions, dense layers, and wrappers of them), set from the per-group
     keep-``masks`` (all ones if None).
 
     The copy shares no layer with ``model``: weights are copied. Use :func:`set_channel_masks` to change the
-    masks later and :func:`shrink` to remove the masked channels physically.
+    masks later and :func:`shrink` to remove the masked channels physically. ``track_fisher`` makes the masks
+    accumulate Fisher saliencies while the model trains (:class:`tfcompress.pruning.fisher.FisherPruning`).
     """
     graph = graph or ChannelGraph(model)
     group_masks = graph.check_masks(masks or {})
@@ -117,7 +122,8 @@ def insert_channel_masks(
     def mask_of(old_tensor: Any, new_tensor: Any) -> Any:
         key = id(graph.walk.canonical(old_tensor))
         if key not in masked_tensors:
-            mask_layer = ChannelMask(name=f"{old_tensor._keras_history.operation.name}_channel_mask")
+            mask_layer = ChannelMask(track_fisher=track_fisher,
+                                     name=f"{old_tensor._keras_history.operation.name}_channel_mask")
             masked_tensors[key] = mask_layer(new_tensor)
             mask_layer.set_mask(graph.layout(old_tensor).mask(group_masks))
         return masked_tensors[key]

@@ -1,0 +1,278 @@
+"""NetAdapt (Yang et al. 2018, as in the NetAdapt thesis): prune one group per iteration, chosen by measured
+accuracy per microsecond a latency table says it saves.
+
+    result = tfcompress.pruning.netadapt.netadapt(model, train, holdout, table=table, target_latency=0.5)
+    result.model, result.plan, result.history
+
+Each iteration sets a saving target (``(1 − kept) · latency / init_red_fact`` at first, × ``decay_rate`` per
+iteration). For every prunable channel group it removes the fewest channels whose removal saves at least that
+target according to the table (a linear scan: tables are staircases, not monotonic), keeping the group's best
+channels by ``importance`` (l2 filter norms, or Fisher saliencies accumulated while fine-tuning); each candidate
+is fine-tuned for ``short_term_steps`` batches and scored on a holdout split; the candidate with the smallest
+Δerror / latency saved wins (``selection="thesis"``: the thesis's rule, which prefers the smallest Δerror once a
+candidate improved the error). Until the predicted latency reaches the target.
+
+Candidates share one model with a ``ChannelMask`` in front of every consumer: a candidate is the current
+weights with other masks, so nothing is rebuilt or retraced per candidate (a masked model computes what the
+pruned one does). With ``state_dir`` the model and the history are saved after every iteration, and a new call
+with the same ``state_dir`` continues where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress import files, training
+from tfcompress.graph import ChannelGraph
+from tfcompress.pruning.channels import PruningPlan, latency_fraction, plan_for_model, plan_from_masks
+from tfcompress.pruning.fisher import fisher_scores, reset_fisher
+from tfcompress.pruning.importance import get_importance
+from tfcompress.pruning.shrink import fold_channel_masks, insert_channel_masks, set_channel_masks, shrink
+
+IMPORTANCES = ("l2", "l1", "fisher")
+SELECTIONS = ("ratio", "thesis")
+STATE_FORMAT = "tfcompress.netadapt/1"
+
+
+@dataclasses.dataclass
+class NetAdaptResult:
+    """The physically pruned ``model``, the ``plan`` it follows (groups of the input model) and one ``history``
+    row per iteration."""
+
+    model: keras.Model
+    plan: PruningPlan
+    history: list[dict[str, Any]]
+    target_us: float
+    initial_us: float
+
+    def report(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "history": self.history, "target_us": self.target_us,
+                "initial_us": self.initial_us}
+
+
+def netadapt(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    holdout_data: tf.data.Dataset,
+    *,
+    table: Any,
+    target_latency: float | str,
+    precision: str = "float32",
+    importance: str = "l2",
+    short_term_steps: int = 100,
+    init_red_fact: float = 20.0,
+    decay_rate: float = 0.98,
+    selection: str = "ratio",
+    min_channels: int = 1,
+    max_iterations: int = 1000,
+    optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+    state_dir: str | Path | None = None,
+    measure: Callable[[keras.Model], float] | None = None,
+    log_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> NetAdaptResult:
+    """Prunes ``model`` (logits output) to a predicted latency with NetAdapt; ``model`` itself is not changed.
+
+    Args:
+        train_data: labelled training batches for the short-term fine-tunes (repeated as needed).
+        holdout_data: labelled batches the candidates are compared on (``data.load(split="holdout")``).
+        table: the device's latency table (``tfcompress.latency.Table``, or anything with
+            ``cost_fn(model, precision, graph)``).
+        target_latency: the fraction of the model's predicted latency to reach (0.5), or milliseconds ("2ms").
+        importance: which channels of a group stay: "l2" (filter norms, the default), "l1", or "fisher"
+            (saliencies accumulated during the last short-term fine-tune).
+        short_term_steps: fine-tune batches per candidate (the thesis's 100).
+        init_red_fact, decay_rate: the first saving target is (1 − kept fraction) · latency / init_red_fact;
+            it is multiplied by decay_rate after every iteration.
+        selection: "ratio" (smallest Δerror / saved µs, the clean NetAdapt repo's and MobileNetV3's rule) or
+            "thesis" (the thesis's: smallest Δerror once a candidate lowered the error).
+        optimizer: a factory for the fine-tune optimizer (default: SGD lr 8e-4, momentum 0.9, weight decay 5e-4,
+            as the thesis); its state is reset for every candidate.
+        state_dir: where the state is saved after every iteration (model-NNNN.keras, state.json); a run with
+            the same folder resumes.
+        measure: ``measure(pruned_model) → µs`` on the device, called on the current model after every
+            iteration (slow: export + benchmark) and recorded next to the prediction.
+        log_dir: a TensorBoard folder for per-iteration scalars.
+        progress: called with a line per candidate and per iteration (e.g. ``print``).
+
+    Raises:
+        ValueError: bad arguments, or a target the table says cannot be reached.
+    """
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {IMPORTANCES} for NetAdapt, got {importance!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if short_term_steps < 1 or init_red_fact <= 0 or not 0 < decay_rate <= 1 or min_channels < 1:
+        raise ValueError(f"need short_term_steps ≥ 1, init_red_fact > 0, decay_rate in (0, 1], min_channels ≥ 1; "
+                         f"got {short_term_steps}, {init_red_fact}, {decay_rate}, {min_channels}")
+    if log_dir is not None:
+        try:
+            import tensorboard  # noqa: F401  (tf.summary writes nothing without it)
+        except ImportError:
+            raise ValueError("log_dir needs TensorBoard: pip install tensorboard") from None
+    say = progress or (lambda line: None)
+    state_path = Path(state_dir) / "state.json" if state_dir is not None else None
+    resumed = state_path is not None and state_path.is_file()
+    if resumed:
+        state = json.loads(state_path.read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{state_path} is not a NetAdapt state ({STATE_FORMAT}); give another state_dir")
+        masked = keras.models.load_model(Path(state_dir) / state["model"], compile=False)
+        say(f"resuming NetAdapt at iteration {state['iteration']} from {state_dir}")
+    else:
+        masked = insert_channel_masks(model, track_fisher=importance == "fisher")
+        state = None
+    graph = ChannelGraph(masked)
+    full = {g.id: g.size for g in graph.prunable_groups}
+    cost = table.cost_fn(masked, precision, graph)
+    initial_us = float(cost(full))
+    target_us = latency_fraction(target_latency, initial_us) * initial_us
+    training.compile_classifier(masked, (optimizer or _thesis_optimizer)())
+    batches = _forever(train_data)
+    scorer = None if importance == "fisher" else get_importance(importance)
+    writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
+
+    def fine_tune() -> float:
+        for variable in masked.optimizer.variables:  # a fresh optimizer per fine-tune, as the thesis
+            variable.assign(tf.zeros_like(variable))
+        if importance == "fisher":
+            reset_fisher(graph)
+        for _ in range(short_term_steps):
+            x, y = next(batches)
+            masked.train_on_batch(x, y)
+        return 1.0 - float(masked.evaluate(holdout_data, verbose=0, return_dict=True)["accuracy"])
+
+    if state is None:
+        error = fine_tune()
+        state = {"format": STATE_FORMAT, "iteration": 0, "error": error, "initial_error": error,
+                 "target_gain_us": (initial_us - target_us) / init_red_fact, "history": [],
+                 "target_us": target_us, "initial_us": initial_us}
+        say(f"NetAdapt: predicted {initial_us / 1000:.3f} ms → target {target_us / 1000:.3f} ms; "
+            f"holdout error after {short_term_steps} fine-tune steps {error:.4f}")
+        _save_state(state_dir, masked, state)
+    masks = fold_channel_masks(graph, {})
+    while cost(_counts(full, masks)) > target_us and state["iteration"] < max_iterations:
+        started = time.monotonic()
+        counts = _counts(full, masks)
+        now = cost(counts)
+        scores = fisher_scores(graph, short_term_steps) if scorer is None else scorer.scores(graph)
+        snapshot = masked.get_weights()
+        best: dict[str, Any] | None = None
+        candidates: list[dict[str, Any]] = []
+        gain = state["target_gain_us"]
+        proposals = _proposals(graph, full, masks, scores, cost, now, gain, min_channels)
+        while not proposals and gain > 1e-3 * now:  # no group can save that much any more: ask for less
+            gain /= 2
+            proposals = _proposals(graph, full, masks, scores, cost, now, gain, min_channels)
+        if not proposals:
+            raise ValueError(f"NetAdapt cannot go below {now / 1000:.3f} ms predicted (target "
+                             f"{target_us / 1000:.3f} ms): every group is at min_channels={min_channels}")
+        for number, (group, mask, saved) in enumerate(proposals, 1):
+            masked.set_weights(snapshot)
+            candidate_masks = {**masks, group: mask}
+            set_channel_masks(masked, candidate_masks, graph=graph)
+            error = fine_tune()
+            delta = error - state["error"]
+            row = {"group": graph.groups[group].name, "kept": int(mask.sum()), "size": full[group],
+                   "saved_us": saved, "error": error, "delta_error": delta}
+            candidates.append(row)
+            say(f"  iteration {state['iteration'] + 1} candidate {number}/{len(proposals)}: "
+                f"{row['group']} {_counts(full, masks)[group]}→{row['kept']} saves "
+                f"{saved:.0f} µs, holdout error {error:.4f} ({delta:+.4f})")
+            if best is None or _better(row, best, selection):
+                best = {**row, "_group": group, "_masks": candidate_masks, "_weights": masked.get_weights()}
+        masks = best.pop("_masks")
+        masked.set_weights(best.pop("_weights"))
+        set_channel_masks(masked, masks, graph=graph)
+        best.pop("_group")
+        predicted = float(cost(_counts(full, masks)))
+        record = {"iteration": state["iteration"] + 1, **best, "target_gain_us": gain, "predicted_us": predicted,
+                  "channels": {graph.groups[g].name: n for g, n in _counts(full, masks).items()},
+                  "candidates": candidates, "seconds": time.monotonic() - started}
+        if measure is not None:
+            record["measured_us"] = float(measure(shrink(masked, graph=graph)))
+        state["history"].append(record)
+        state.update(iteration=record["iteration"], error=best["error"], target_gain_us=gain * decay_rate)
+        _save_state(state_dir, masked, state)
+        if writer is not None:
+            with writer.as_default(step=record["iteration"]):
+                tf.summary.scalar("netadapt/predicted_latency_ms", predicted / 1000)
+                tf.summary.scalar("netadapt/holdout_error", best["error"])
+                if "measured_us" in record:
+                    tf.summary.scalar("netadapt/measured_latency_ms", record["measured_us"] / 1000)
+        say(f"iteration {record['iteration']}: {record['group']} → {record['kept']} channels; predicted "
+            f"{predicted / 1000:.3f} ms (target {target_us / 1000:.3f}); holdout error {best['error']:.4f} "
+            f"({record['seconds']:.0f} s)")
+    if cost(_counts(full, masks)) > target_us:
+        raise ValueError(f"NetAdapt stopped at max_iterations={max_iterations} above the target "
+                         f"({cost(_counts(full, masks)) / 1000:.3f} > {target_us / 1000:.3f} ms predicted)")
+    plan = plan_for_model(plan_from_masks(graph, masks), model)
+    return NetAdaptResult(shrink(masked, graph=graph), plan, state["history"], target_us, initial_us)
+
+
+def _thesis_optimizer() -> keras.optimizers.Optimizer:
+    return training.sgd(8e-4, schedule="constant", nesterov=False)
+
+
+def _forever(data: tf.data.Dataset) -> Iterator[tuple[Any, Any]]:
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("NetAdapt's training data has no batch")
+
+
+def _counts(full: Mapping[int, int], masks: Mapping[int, np.ndarray]) -> dict[int, int]:
+    return {g: int(masks[g].sum()) if g in masks else size for g, size in full.items()}
+
+
+def _proposals(graph: ChannelGraph, full: Mapping[int, int], masks: Mapping[int, np.ndarray],
+               scores: Mapping[int, np.ndarray], cost: Callable, now: float, gain: float, min_channels: int
+               ) -> list[tuple[int, np.ndarray, float]]:
+    """Per group, (group, keep-mask, µs saved) of the fewest removals that save at least ``gain``."""
+    counts = _counts(full, masks)
+    proposals = []
+    for g, size in full.items():
+        current = masks.get(g, np.ones(size, bool))
+        for keep in range(counts[g] - 1, min_channels - 1, -1):  # linear: tables are not monotonic
+            saved = now - cost({**counts, g: keep})
+            if saved >= gain:
+                kept = np.flatnonzero(current)
+                best = kept[np.argsort(-np.asarray(scores[g])[kept], kind="stable")[:keep]]
+                mask = np.zeros(size, bool)
+                mask[best] = True
+                proposals.append((g, mask, float(saved)))
+                break
+    return proposals
+
+
+def _better(row: Mapping[str, Any], best: Mapping[str, Any], selection: str) -> bool:
+    ratio = row["delta_error"] / abs(row["saved_us"])
+    best_ratio = best["delta_error"] / abs(best["saved_us"])
+    if selection == "thesis" and best["delta_error"] < 0:
+        return row["delta_error"] < best["delta_error"]
+    return ratio < best_ratio
+
+
+def _save_state(state_dir: str | Path | None, masked: keras.Model, state: Mapping[str, Any]) -> None:
+    if state_dir is None:
+        return
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"model-{state['iteration']:04d}.keras"
+    files.save_model(masked, folder / name)  # the model first: the state on disk always has its model
+    files.write_json(folder / "state.json", {**state, "model": name})
+    for old in folder.glob("model-*.keras"):
+        if old.name != name:
+            old.unlink()

@@ -53,7 +53,7 @@ def test_unknown_model_fails_cleanly_and_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     output = tmp_path / "m.keras"
-    args = ["--model=lenet_300_100", "--epochs=30", "--train_limit=512", "--batch_size=128", f"--output={output}"]
+    args = ["--model=lenet_300_100", "--epochs=12", "--train_limit=512", "--batch_size=128", f"--output={output}"]
     metadata = tmp_path / "m.keras.ckpt" / "training_metadata.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen([sys.executable, str(REPO / "scripts/train.py"), *args], cwd=REPO, env=env,
@@ -73,7 +73,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     run_script("train", *args, "--resume")
     sidecar = json.loads((tmp_path / "m.keras.json").read_text())
     resumed = sidecar["resumed_from_epoch"]
-    assert 3 <= resumed < 30
-    assert len(sidecar["history"]["loss"]) == 30 - resumed
+    assert 3 <= resumed < 12
+    assert len(sidecar["history"]["loss"]) == 12 - resumed
     weights = keras.models.load_model(output).get_weights()
     assert all(np.all(np.isfinite(w)) for w in weights)

@@ -30,12 +30,11 @@ def define_flags(table_required: bool) -> None:
                        "(NetAdapt compares candidates on it; seed 17 as the reference).")
     flags.DEFINE_integer("train_limit", None, "Train on the first N training examples only.", lower_bound=1)
     flags.DEFINE_float("lr", 8e-4, "Learning rate while pruning (SGD, momentum 0.9, weight decay 5e-4: the "
-                       "thesis's).", lower_bound=0.0)
+                       "thesis's).")
     flags.DEFINE_integer("finetune_epochs", 0, "Afterwards: fine-tune the pruned model this many epochs (SGD "
                          "cosine from --finetune_lr), or with --from_scratch train the found architecture from a "
                          "fresh initialization this many epochs.", lower_bound=0)
-    flags.DEFINE_float("finetune_lr", 0.01, "Learning rate of --finetune_epochs (0.1 suits --from_scratch).",
-                       lower_bound=0.0)
+    flags.DEFINE_float("finetune_lr", 0.01, "Learning rate of --finetune_epochs (0.1 suits --from_scratch).")
     flags.DEFINE_bool("from_scratch", False, "Retrain the found architecture from scratch (the thesis's best "
                       "results) instead of fine-tuning the pruned weights.")
     flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffling and augmentation.")
@@ -45,6 +44,11 @@ def define_flags(table_required: bool) -> None:
     flags.register_validator("latency_fraction", lambda v: v is None or 0.0 < v < 1.0,
                              message="--latency_fraction is the fraction of the predicted latency kept: in (0, 1)")
     flags.register_validator("latency_ms", lambda v: v is None or v > 0, message="--latency_ms must be > 0")
+    for name in ("lr", "finetune_lr"):
+        flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be > 0")
+    flags.register_multi_flags_validator(
+        ["from_scratch", "finetune_epochs"], lambda f: not f["from_scratch"] or f["finetune_epochs"] > 0,
+        message="--from_scratch retrains for --finetune_epochs: give --finetune_epochs=N (N > 0)")
     flags.register_validator("holdout_fraction", lambda v: 0.0 < v < 1.0, message="--holdout_fraction: in (0, 1)")
     flags.register_multi_flags_validator(
         ["latency_fraction", "latency_ms"], lambda f: sum(v is not None for v in f.values()) <= 1,

@@ -54,6 +54,9 @@ def fisher_scores(graph: ChannelGraph, steps: int = 1) -> dict[int, np.ndarray]:
     for layer, tensor in _fisher_masks(graph):
         groups, indices = graph.layout(tensor).channel_index()
         fisher = np.asarray(layer.fisher.numpy(), np.float64)
+        # one entry per channel: the first of the flattened positions, every ``repeat``-th copy
+        take = slice(0, fisher.size * layer.repeat, layer.repeat)
+        groups, indices = groups[take], indices[take]
         for group in np.unique(groups):
             if int(group) in sums:
                 on = groups == group
@@ -100,6 +103,7 @@ class FisherPruning(keras.callbacks.Callback):
     Attributes:
         history: one dict per prune (step, group, channels removed, score, channels/MACs/latency left).
         reached: whether the target is met.
+        exhausted: no group could lose a channel (or save time) before the target was met.
     """
 
     def __init__(
@@ -136,7 +140,7 @@ class FisherPruning(keras.callbacks.Callback):
         self.table, self.precision = table, precision
         self.stop_at_target, self.verbose = stop_at_target, verbose
         self.history: list[dict[str, Any]] = []
-        self.reached = False
+        self.reached = self.exhausted = False
         self.graph: ChannelGraph | None = None
 
     # ------------------------------------------------------------------------------------------- state
@@ -157,6 +161,9 @@ class FisherPruning(keras.callbacks.Callback):
         reset_fisher(self.graph)
         self.masks = {g: np.asarray(m) for g, m in fold_channel_masks(self.graph, {}).items()}
         self.reached = self.fraction_left() <= self.target
+        self.exhausted = False
+        if self.reached and self.stop_at_target:
+            self.model.stop_training = True
 
     def counts(self, masks: Mapping[int, np.ndarray] | None = None) -> dict[int, int]:
         masks = self.masks if masks is None else masks
@@ -179,37 +186,38 @@ class FisherPruning(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps += 1
-        if self.steps % self.prune_every or self.reached:
+        if self.steps % self.prune_every or self.reached or self.exhausted:
             return
         scores = fisher_scores(self.graph, self.prune_every)
         if not np.isfinite(np.concatenate(list(scores.values()) or [np.zeros(0)])).all():
-            raise FloatingPointError(f"Fisher saliencies are not finite at step {self.steps}: training diverged "
-                                     "(lower the learning rate)")
+            raise ValueError(f"Fisher saliencies are not finite at step {self.steps}: training diverged (lower the "
+                             "learning rate)")
         choice = self._choose(scores)
         reset_fisher(self.graph)
         if not choice:
-            self.reached = True
+            self.exhausted = True  # the target is not met: fisher_prune says so
+            self.model.stop_training = True
             if self.verbose:
                 print(f"FisherPruning: nothing left to prune at step {self.steps} (min_channels={self.min_channels})")
-        else:
-            for group, channels in choice.items():
-                mask = self.masks.get(group, np.ones(self._full[group], bool)).copy()
-                mask[channels] = False
-                self.masks[group] = mask
-            set_channel_masks(self.model, self.masks, graph=self.graph)
-            left = self.fraction_left()
-            self.reached = left <= self.target
-            counts = self.counts()
-            record = {"step": self.steps, "removed": {self.graph.groups[g].name: len(c) for g, c in choice.items()},
-                      "score": float(sum(scores[g][c].sum() for g, c in choice.items())), "left": left,
-                      "channels_left": sum(counts.values()) / sum(self._full.values())}
-            if self.cost_fn is not None:
-                record["predicted_us"] = float(self.cost_fn(counts))
-            self.history.append(record)
-            if self.verbose:
-                removed = ", ".join(f"{name} −{n}" for name, n in record["removed"].items())
-                print(f"FisherPruning step {self.steps}: {removed}; "
-                      f"{self.target_name.removeprefix('target_')} left {left:.3f}")
+            return
+        for group, channels in choice.items():
+            mask = self.masks.get(group, np.ones(self._full[group], bool)).copy()
+            mask[channels] = False
+            self.masks[group] = mask
+        set_channel_masks(self.model, self.masks, graph=self.graph)
+        left = self.fraction_left()
+        self.reached = left <= self.target
+        counts = self.counts()
+        record = {"step": self.steps, "removed": {self.graph.groups[g].name: len(c) for g, c in choice.items()},
+                  "score": float(sum(scores[g][c].sum() for g, c in choice.items())), "left": left,
+                  "channels_left": sum(counts.values()) / sum(self._full.values())}
+        if self.cost_fn is not None:
+            record["predicted_us"] = float(self.cost_fn(counts))
+        self.history.append(record)
+        if self.verbose:
+            removed = ", ".join(f"{name} −{n}" for name, n in record["removed"].items())
+            print(f"FisherPruning step {self.steps}: {removed}; "
+                  f"{self.target_name.removeprefix('target_')} left {left:.3f}")
         if self.reached and self.stop_at_target:
             self.model.stop_training = True
 
@@ -301,6 +309,9 @@ def fisher_prune(
     pruner.attach(masked, graph)
     masked.fit(data.repeat(), steps_per_epoch=prune_every, epochs=-(-max_steps // prune_every),
                callbacks=[pruner, *(callbacks or [])], verbose=0, shuffle=False)
+    if pruner.exhausted:
+        raise ValueError(f"fisher_prune cannot reach {pruner.target_name}={pruner.target}: every group is at "
+                         f"min_channels={min_channels} or no removal saves time ({pruner.fraction_left():.3f} left)")
     if not pruner.reached:
         raise ValueError(f"fisher_prune stopped after {pruner.steps} steps (max_steps={max_steps}) with "
                          f"{pruner.fraction_left():.3f} left, target {pruner.target_name}={pruner.target}: "

@@ -10,7 +10,9 @@ target according to the table (a linear scan: tables are staircases, not monoton
 channels by ``importance`` (l2 filter norms, or Fisher saliencies accumulated while fine-tuning); each candidate
 is fine-tuned for ``short_term_steps`` batches and scored on a holdout split; the candidate with the smallest
 Δerror / latency saved wins (``selection="thesis"``: the thesis's rule, which prefers the smallest Δerror once a
-candidate improved the error). Until the predicted latency reaches the target.
+candidate improved the error). Until the predicted latency reaches the target. When no group can save the
+iteration's target any more, the target is halved until one can (the reference skipped such groups and could
+remove a whole residual block; tfcompress never empties a group).
 
 Candidates share one model with a ``ChannelMask`` in front of every consumer: a candidate is the current
 weights with other masks, so nothing is rebuilt or retraced per candidate (a masked model computes what the
@@ -136,24 +138,36 @@ def netadapt(
     cost = table.cost_fn(masked, precision, graph)
     initial_us = float(cost(full))
     target_us = latency_fraction(target_latency, initial_us) * initial_us
+    settings = {"model": model.name, "groups": sorted((graph.groups[g].name, n) for g, n in full.items()),
+                "target_us": target_us, "precision": precision, "importance": importance,
+                "short_term_steps": short_term_steps, "decay_rate": decay_rate, "selection": selection}
+    if resumed:
+        differences = [k for k, v in settings.items() if json.loads(json.dumps(v)) != state["settings"].get(k)]
+        if differences:
+            raise ValueError(f"{state_dir} holds a NetAdapt run with other {', '.join(differences)}: resume it with "
+                             "the same model and settings, or give another state_dir")
     training.compile_classifier(masked, (optimizer or _thesis_optimizer)())
+    masked.optimizer.build(masked.trainable_variables)
+    fresh = [v.numpy() for v in masked.optimizer.variables]  # learning rate, iterations, zero momenta
     batches = _forever(train_data)
     scorer = None if importance == "fisher" else get_importance(importance)
     writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
 
     def fine_tune() -> float:
-        for variable in masked.optimizer.variables:  # a fresh optimizer per fine-tune, as the thesis
-            variable.assign(tf.zeros_like(variable))
+        for variable, value in zip(masked.optimizer.variables, fresh, strict=True):  # a fresh optimizer per
+            variable.assign(value)                                                 # fine-tune, as the thesis
         if importance == "fisher":
             reset_fisher(graph)
         for _ in range(short_term_steps):
             x, y = next(batches)
-            masked.train_on_batch(x, y)
+            loss = masked.train_on_batch(x, y, return_dict=True)["loss"]
+            if not np.isfinite(loss):
+                raise ValueError(f"NetAdapt's short-term fine-tune diverged (loss {loss}): lower the learning rate")
         return 1.0 - float(masked.evaluate(holdout_data, verbose=0, return_dict=True)["accuracy"])
 
     if state is None:
         error = fine_tune()
-        state = {"format": STATE_FORMAT, "iteration": 0, "error": error, "initial_error": error,
+        state = {"format": STATE_FORMAT, "settings": settings, "iteration": 0, "error": error, "initial_error": error,
                  "target_gain_us": (initial_us - target_us) / init_red_fact, "history": [],
                  "target_us": target_us, "initial_us": initial_us}
         say(f"NetAdapt: predicted {initial_us / 1000:.3f} ms → target {target_us / 1000:.3f} ms; "
@@ -198,11 +212,12 @@ def netadapt(
         record = {"iteration": state["iteration"] + 1, **best, "target_gain_us": gain, "predicted_us": predicted,
                   "channels": {graph.groups[g].name: n for g, n in _counts(full, masks).items()},
                   "candidates": candidates, "seconds": time.monotonic() - started}
-        if measure is not None:
-            record["measured_us"] = float(measure(shrink(masked, graph=graph)))
         state["history"].append(record)
         state.update(iteration=record["iteration"], error=best["error"], target_gain_us=gain * decay_rate)
         _save_state(state_dir, masked, state)
+        if measure is not None:  # after saving: a failed measurement loses no fine-tuning
+            record["measured_us"] = float(measure(shrink(masked, graph=graph)))
+            _save_state(state_dir, masked, state, model=False)
         if writer is not None:
             with writer.as_default(step=record["iteration"]):
                 tf.summary.scalar("netadapt/predicted_latency_ms", predicted / 1000)
@@ -265,13 +280,15 @@ def _better(row: Mapping[str, Any], best: Mapping[str, Any], selection: str) -> 
     return ratio < best_ratio
 
 
-def _save_state(state_dir: str | Path | None, masked: keras.Model, state: Mapping[str, Any]) -> None:
+def _save_state(state_dir: str | Path | None, masked: keras.Model, state: Mapping[str, Any], model: bool = True
+                ) -> None:
     if state_dir is None:
         return
     folder = Path(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"model-{state['iteration']:04d}.keras"
-    files.save_model(masked, folder / name)  # the model first: the state on disk always has its model
+    if model:
+        files.save_model(masked, folder / name)  # the model first: the state on disk always has its model
     files.write_json(folder / "state.json", {**state, "model": name})
     for old in folder.glob("model-*.keras"):
         if old.name != name:

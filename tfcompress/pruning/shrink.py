@@ -122,7 +122,10 @@ def insert_channel_masks(
     def mask_of(old_tensor: Any, new_tensor: Any) -> Any:
         key = id(graph.walk.canonical(old_tensor))
         if key not in masked_tensors:
-            mask_layer = ChannelMask(track_fisher=track_fisher,
+            layout = graph.layout(old_tensor)
+            repeats = {segment.repeat for segment in layout.segments}
+            mask_layer = ChannelMask(track_fisher=track_fisher, positions=layout.tile,
+                                     repeat=repeats.pop() if len(repeats) == 1 else 1,
                                      name=f"{old_tensor._keras_history.operation.name}_channel_mask")
             masked_tensors[key] = mask_layer(new_tensor)
             mask_layer.set_mask(graph.layout(old_tensor).mask(group_masks))

@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
         model, train, target_channels=FLAGS.target_channels, target_macs=FLAGS.target_macs,
         target_latency=target_latency, table=table, precision=FLAGS.precision, latency_aware=FLAGS.latency_aware,
         prune_every=FLAGS.prune_every, channels_per_prune=FLAGS.channels_per_prune, max_steps=FLAGS.max_steps,
-        optimizer=tfc.training.sgd(FLAGS.lr, schedule="constant", nesterov=False), verbose=1)
+        optimizer=tfc.training.finetune_sgd(FLAGS.lr), verbose=1)
     print(result.plan.table())
     final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)
     latency_aim.write(output, final, {"source": FLAGS.model, "accuracy_before": accuracy_before, **report,

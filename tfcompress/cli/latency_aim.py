@@ -120,7 +120,7 @@ def finish(source, pruned, plan, train, test, device, table) -> tuple[Any, dict[
             tfc.training.evaluate(pruned, test)["accuracy"])
         print(f"{how} {FLAGS.finetune_epochs} epochs: accuracy {accuracy:.4f}")
     result = tfc.latency.measure_model(pruned, device, FLAGS.precision, threads=FLAGS.threads, runs=FLAGS.runs)
-    measured_ms = result.median_ms if result.median_ms is not None else result.mean_ms
+    measured_ms = result.latency_ms
     report["measured_ms"] = measured_ms
     report["host"] = result.host
     if table is not None:

@@ -130,7 +130,7 @@ def predict() -> None:
     if device is not None:
         result = latency.measure_model(model, device, precision, threads=FLAGS.threads, runs=max(FLAGS.runs, 50),
                                        warmup=FLAGS.warmup)
-        measured = result.median_ms if result.median_ms is not None else result.mean_ms
+        measured = result.latency_ms
         report.update(measured_ms=measured, error=(prediction.ms - measured) / measured, device=device.name)
         print(f"measured_ms: {measured:.4f}  (error {100 * report['error']:+.1f} %, {device.name})")
     print(prediction.breakdown(top=10))

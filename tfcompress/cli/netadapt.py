@@ -83,13 +83,13 @@ def main(argv: list[str]) -> None:
 
     def measure(pruned) -> float:
         result = tfc.latency.measure_model(pruned, device, FLAGS.precision, threads=FLAGS.threads, runs=FLAGS.runs)
-        return 1000 * (result.median_ms if result.median_ms is not None else result.mean_ms)
+        return 1000 * result.latency_ms
 
     result = tfc.pruning.netadapt.netadapt(
         model, train, holdout, table=table, target_latency=latency_aim.latency_target(), precision=FLAGS.precision,
         importance=FLAGS.importance, short_term_steps=FLAGS.short_term_steps, init_red_fact=FLAGS.init_red_fact,
         decay_rate=FLAGS.decay_rate, selection=FLAGS.selection, max_iterations=FLAGS.max_iterations,
-        optimizer=lambda: tfc.training.sgd(FLAGS.lr, schedule="constant", nesterov=False), state_dir=state_dir,
+        optimizer=lambda: tfc.training.finetune_sgd(FLAGS.lr), state_dir=state_dir,
         measure=measure if FLAGS.measure_iterations else None, log_dir=FLAGS.tensorboard_dir, progress=print)
     print(result.plan.table())
     final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)

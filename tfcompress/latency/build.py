@@ -164,7 +164,7 @@ def build_table(
                 paths.append(converted[task.id])
             results = device.measure(paths, threads=threads, runs=runs, warmup=warmup)
             for (task, repeat), result in zip(batch, results, strict=True):
-                us = 1000 * (result.median_ms if result.median_ms is not None else result.mean_ms)
+                us = 1000 * result.latency_ms
                 if not np.isfinite(us):
                     raise BenchmarkError(f"{device.name} measured {us} µs for {task.id}")
                 _append(journal, {"task": task.id, "repeat": repeat, "us": us})

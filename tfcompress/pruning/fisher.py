@@ -65,6 +65,11 @@ def fisher_scores(graph: ChannelGraph, steps: int = 1) -> dict[int, np.ndarray]:
     return {g: total / np.maximum(tensors[g], 1) / max(steps, 1) for g, total in sums.items()}
 
 
+def keep_counts(full: Mapping[int, int], masks: Mapping[int, np.ndarray]) -> dict[int, int]:
+    """Channels each group keeps: its keep-mask's count, or its ``full`` size when it has no mask."""
+    return {g: int(masks[g].sum()) if g in masks else size for g, size in full.items()}
+
+
 def reset_fisher(graph: ChannelGraph) -> None:
     """Zeroes every ChannelMask's accumulated saliency."""
     for layer, _ in _fisher_masks(graph):
@@ -165,9 +170,8 @@ class FisherPruning(keras.callbacks.Callback):
         if self.reached and self.stop_at_target:
             self.model.stop_training = True
 
-    def counts(self, masks: Mapping[int, np.ndarray] | None = None) -> dict[int, int]:
-        masks = self.masks if masks is None else masks
-        return {g: int(masks[g].sum()) if g in masks else size for g, size in self._full.items()}
+    def counts(self) -> dict[int, int]:
+        return keep_counts(self._full, self.masks)
 
     def fraction_left(self, counts: Mapping[int, int] | None = None) -> float:
         """What is left of the original, in the target's measure."""
@@ -305,7 +309,7 @@ def fisher_prune(
     graph = ChannelGraph(masked)
     if max_steps is None:
         max_steps = prune_every * (sum(g.size for g in graph.prunable_groups) // channels_per_prune + 1)
-    training.compile_classifier(masked, optimizer or training.sgd(8e-4, schedule="constant", nesterov=False))
+    training.compile_classifier(masked, optimizer or training.finetune_sgd())
     pruner.attach(masked, graph)
     masked.fit(data.repeat(), steps_per_epoch=prune_every, epochs=-(-max_steps // prune_every),
                callbacks=[pruner, *(callbacks or [])], verbose=0, shuffle=False)

@@ -36,7 +36,7 @@ import tensorflow as tf
 from tfcompress import files, training
 from tfcompress.graph import ChannelGraph
 from tfcompress.pruning.channels import PruningPlan, latency_fraction, plan_for_model, plan_from_masks
-from tfcompress.pruning.fisher import fisher_scores, reset_fisher
+from tfcompress.pruning.fisher import fisher_scores, keep_counts, reset_fisher
 from tfcompress.pruning.importance import get_importance
 from tfcompress.pruning.shrink import fold_channel_masks, insert_channel_masks, set_channel_masks, shrink
 
@@ -146,7 +146,7 @@ def netadapt(
         if differences:
             raise ValueError(f"{state_dir} holds a NetAdapt run with other {', '.join(differences)}: resume it with "
                              "the same model and settings, or give another state_dir")
-    training.compile_classifier(masked, (optimizer or _thesis_optimizer)())
+    training.compile_classifier(masked, (optimizer or training.finetune_sgd)())
     masked.optimizer.build(masked.trainable_variables)
     fresh = [v.numpy() for v in masked.optimizer.variables]  # learning rate, iterations, zero momenta
     batches = _forever(train_data)
@@ -174,9 +174,9 @@ def netadapt(
             f"holdout error after {short_term_steps} fine-tune steps {error:.4f}")
         _save_state(state_dir, masked, state)
     masks = fold_channel_masks(graph, {})
-    while cost(_counts(full, masks)) > target_us and state["iteration"] < max_iterations:
+    while cost(keep_counts(full, masks)) > target_us and state["iteration"] < max_iterations:
         started = time.monotonic()
-        counts = _counts(full, masks)
+        counts = keep_counts(full, masks)
         now = cost(counts)
         scores = fisher_scores(graph, short_term_steps) if scorer is None else scorer.scores(graph)
         snapshot = masked.get_weights()
@@ -200,7 +200,7 @@ def netadapt(
                    "saved_us": saved, "error": error, "delta_error": delta}
             candidates.append(row)
             say(f"  iteration {state['iteration'] + 1} candidate {number}/{len(proposals)}: "
-                f"{row['group']} {_counts(full, masks)[group]}→{row['kept']} saves "
+                f"{row['group']} {keep_counts(full, masks)[group]}→{row['kept']} saves "
                 f"{saved:.0f} µs, holdout error {error:.4f} ({delta:+.4f})")
             if best is None or _better(row, best, selection):
                 best = {**row, "_group": group, "_masks": candidate_masks, "_weights": masked.get_weights()}
@@ -208,9 +208,9 @@ def netadapt(
         masked.set_weights(best.pop("_weights"))
         set_channel_masks(masked, masks, graph=graph)
         best.pop("_group")
-        predicted = float(cost(_counts(full, masks)))
+        predicted = float(cost(keep_counts(full, masks)))
         record = {"iteration": state["iteration"] + 1, **best, "target_gain_us": gain, "predicted_us": predicted,
-                  "channels": {graph.groups[g].name: n for g, n in _counts(full, masks).items()},
+                  "channels": {graph.groups[g].name: n for g, n in keep_counts(full, masks).items()},
                   "candidates": candidates, "seconds": time.monotonic() - started}
         state["history"].append(record)
         state.update(iteration=record["iteration"], error=best["error"], target_gain_us=gain * decay_rate)
@@ -227,15 +227,11 @@ def netadapt(
         say(f"iteration {record['iteration']}: {record['group']} → {record['kept']} channels; predicted "
             f"{predicted / 1000:.3f} ms (target {target_us / 1000:.3f}); holdout error {best['error']:.4f} "
             f"({record['seconds']:.0f} s)")
-    if cost(_counts(full, masks)) > target_us:
+    if cost(keep_counts(full, masks)) > target_us:
         raise ValueError(f"NetAdapt stopped at max_iterations={max_iterations} above the target "
-                         f"({cost(_counts(full, masks)) / 1000:.3f} > {target_us / 1000:.3f} ms predicted)")
+                         f"({cost(keep_counts(full, masks)) / 1000:.3f} > {target_us / 1000:.3f} ms predicted)")
     plan = plan_for_model(plan_from_masks(graph, masks), model)
     return NetAdaptResult(shrink(masked, graph=graph), plan, state["history"], target_us, initial_us)
-
-
-def _thesis_optimizer() -> keras.optimizers.Optimizer:
-    return training.sgd(8e-4, schedule="constant", nesterov=False)
 
 
 def _forever(data: tf.data.Dataset) -> Iterator[tuple[Any, Any]]:
@@ -248,15 +244,11 @@ def _forever(data: tf.data.Dataset) -> Iterator[tuple[Any, Any]]:
             raise ValueError("NetAdapt's training data has no batch")
 
 
-def _counts(full: Mapping[int, int], masks: Mapping[int, np.ndarray]) -> dict[int, int]:
-    return {g: int(masks[g].sum()) if g in masks else size for g, size in full.items()}
-
-
 def _proposals(graph: ChannelGraph, full: Mapping[int, int], masks: Mapping[int, np.ndarray],
                scores: Mapping[int, np.ndarray], cost: Callable, now: float, gain: float, min_channels: int
                ) -> list[tuple[int, np.ndarray, float]]:
     """Per group, (group, keep-mask, µs saved) of the fewest removals that save at least ``gain``."""
-    counts = _counts(full, masks)
+    counts = keep_counts(full, masks)
     proposals = []
     for g, size in full.items():
         current = masks.get(g, np.ones(size, bool))

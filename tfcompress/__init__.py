@@ -31,6 +31,7 @@ if _keras.backend.backend() != "tensorflow":
 
 from tfcompress import (  # noqa: E402
     data,
+    decomposition,
     export,
     files,
     graph,
@@ -50,6 +51,6 @@ from tfcompress import (  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile", "pruning", "quantization",
-    "report", "runtime", "scaling", "specs", "training", "zoo",
+    "data", "decomposition", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile", "pruning",
+    "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
 ]

@@ -7,7 +7,9 @@ in this order and the first source that has them wins:
    never a pickle);
 2. the Debian package location (``apt-get install dataset-fashion-mnist`` installs
    ``/usr/share/datasets/fashion-mnist``);
-3. tensorflow-datasets, which downloads when the machine is online.
+3. tensorflow-datasets, which downloads when the machine is online. Offline it fails at once (a network probe
+   of the dataset's download host, instead of minutes of retries), and a failed download removes the partial
+   folders it left in the tensorflow-datasets data directory.
 
 The training split can give up a deterministic, stratified holdout (``split="holdout"``) on which pruning
 loops measure error without touching the test set. Images are scaled to [0, 1] and normalized per channel with
@@ -20,6 +22,8 @@ import dataclasses
 import functools
 import gzip
 import os
+import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +42,7 @@ class DatasetSpec:
     tfds_name: str
     debian_dir: str | None = None
     debian_package: str | None = None
+    download_host: str = "storage.googleapis.com"  # where tensorflow-datasets fetches the files from
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -47,10 +52,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "fashion_mnist", (28, 28, 1), 10, "idx", "fashion_mnist",
             debian_dir="/usr/share/datasets/fashion-mnist", debian_package="dataset-fashion-mnist",
+            download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com",
         ),
-        DatasetSpec("kmnist", (28, 28, 1), 10, "idx", "kmnist"),
-        DatasetSpec("cifar10", (32, 32, 3), 10, "cifar10", "cifar10"),
-        DatasetSpec("cifar100", (32, 32, 3), 100, "cifar100", "cifar100"),
+        DatasetSpec("kmnist", (28, 28, 1), 10, "idx", "kmnist", download_host="codh.rois.ac.jp"),
+        DatasetSpec("cifar10", (32, 32, 3), 10, "cifar10", "cifar10", download_host="www.cs.toronto.edu"),
+        DatasetSpec("cifar100", (32, 32, 3), 100, "cifar100", "cifar100", download_host="www.cs.toronto.edu"),
     )
 }
 
@@ -144,10 +150,33 @@ def _read_local(spec: DatasetSpec, split: str, folder: Path) -> tuple[np.ndarray
 def _read_tfds(spec: DatasetSpec, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds  # imported late: it is slow and only needed on this path
 
-    images, labels = tfds.as_numpy(
-        tfds.load(spec.tfds_name, split=split, as_supervised=True, batch_size=-1, download=download)
-    )
+    builder = tfds.builder(spec.tfds_name)
+    if download and not builder.is_prepared():
+        _check_online(spec.download_host)
+    root = Path(builder.data_dir_root)
+    # What a download creates; whichever of these did not exist before is removed again if it fails.
+    created = [path for path in (root, root / spec.tfds_name, root / "downloads", root / "downloads" / spec.tfds_name,
+                                 root / "downloads" / "extracted") if not path.exists()]
+    try:
+        images, labels = tfds.as_numpy(
+            tfds.load(spec.tfds_name, split=split, as_supervised=True, batch_size=-1, download=download)
+        )
+    except BaseException:  # a network error, a checksum, or Ctrl-C: leave no partial dataset behind
+        for path in reversed(created):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _check_online(host: str, timeout_s: float = 5.0) -> None:
+    """Raises ConnectionError at once when ``host`` cannot be reached (tensorflow-datasets would retry for
+    minutes). Skipped behind a proxy, which may reach what a direct connection cannot."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"offline? cannot reach the download host {host} ({error})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,7 +196,7 @@ def _load_arrays_cached(
     looked.append(f"tensorflow-datasets {spec.tfds_name!r} (download={download})")
     try:
         return _read_tfds(spec, split, download)
-    except Exception as error:  # tfds raises many kinds: network, not prepared, checksum
+    except Exception as error:  # tfds raises many kinds: network, not prepared, checksum; ours: offline
         how = [f"pass data_dir= a folder with the {_format_hint(spec)}"]
         if spec.debian_package:
             how.append(f"on Debian: apt-get install {spec.debian_package}")
@@ -284,9 +313,10 @@ def load(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     if resize not in ("pad", "bilinear"):
         raise ValueError(f"resize must be 'pad' or 'bilinear', got {resize!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be ≥ 1 (examples kept), got {limit}")
+    image_size, channels = input_shape(name, image_size, channels)[1:]
     native_size, native_channels = spec.image_shape[0], spec.image_shape[2]
-    image_size = image_size or native_size
-    channels = channels or native_channels
     if channels not in (native_channels, 3):
         raise ValueError(f"channels must be {native_channels} or 3 for {name}, got {channels}")
     if resize == "pad" and image_size < native_size:
@@ -343,18 +373,39 @@ def load(
 
 
 def input_shape(name: str, image_size: int | None = None, channels: int | None = None) -> tuple[int, int, int]:
-    """The model input shape that :func:`load` produces with these options."""
+    """The model input shape that :func:`load` produces with these options (None: the dataset's own).
+
+    Raises:
+        ValueError: an image size or channel count < 1 (0 is not "the default").
+    """
     spec = get_spec(name)
-    size = image_size or spec.image_shape[0]
-    return (size, size, channels or spec.image_shape[2])
+    for option, value in (("image_size", image_size), ("channels", channels)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be ≥ 1 (or None for {name}'s own), got {value}")
+    size = spec.image_shape[0] if image_size is None else image_size
+    return (size, size, spec.image_shape[2] if channels is None else channels)
 
 
 def pipeline_options_for(model_input_shape: Sequence[int | None], name: str) -> dict[str, int]:
-    """``image_size`` and ``channels`` for :func:`load` so that ``name`` fits a model's input shape."""
-    height, width, chans = (int(d) for d in model_input_shape[-3:])
+    """``image_size`` and ``channels`` for :func:`load` so that ``name`` fits a model's input shape.
+
+    A dynamic height or width (None, a fully convolutional model) is taken at the dataset's size.
+
+    Raises:
+        ValueError: a non-square input, an unknown channel count, or channels the dataset cannot give.
+    """
+    if len(model_input_shape) < 3:
+        raise ValueError(f"model input {tuple(model_input_shape)} is not an image (height, width, channels)")
+    spec = get_spec(name)
+    height, width, chans = model_input_shape[-3:]
+    if chans is None:
+        raise ValueError(f"model input {tuple(model_input_shape)} has no fixed channel count; give its Input one")
+    height, width = (width if height is None else height), (height if width is None else width)
+    if height is None:  # both dynamic
+        height = width = spec.image_shape[0]
     if height != width:
         raise ValueError(f"model input {tuple(model_input_shape)} is not square; tfcompress pipelines are")
-    spec = get_spec(name)
+    height, chans = int(height), int(chans)
     if chans not in (spec.image_shape[2], 3):
         raise ValueError(f"a model with {chans} input channels cannot take {name} ({spec.image_shape[2]} channels)")
     return {"image_size": height, "channels": chans}

@@ -34,10 +34,9 @@ import tensorflow as tf
 from absl import logging as absl_logging
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # no public v2 API
 
-from tfcompress import files, specs
-from tfcompress.keras_graph import iter_layers, replace_layers
+from tfcompress import files, specs, training
+from tfcompress.keras_graph import as_functional, iter_layers, replace_layers
 from tfcompress.profile import kernel_weights
-from tfcompress.runtime import TFLITE_IDENTIFIER
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -71,18 +70,35 @@ def strip(model: keras.Model) -> keras.Model:
 
 
 def load_keras_model(path: str | os.PathLike) -> keras.Model:
-    """Loads a ``.keras`` model for export, with errors that say what the file is instead."""
+    """Loads a ``.keras`` model (safe mode, without its compile state) for any tfcompress program.
+
+    Every program that reads a model reads it here, so every one says the same thing about a file that is not
+    one: what the file is instead (empty, a .tflite, a damaged archive, ...), from its content, not its name.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a loadable Keras model (the message says what it is).
+        training.NonFiniteError: a weight is NaN or infinite (the message names it).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a model file (.keras)")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    if path.suffix == ".tflite" or path.read_bytes()[4:8] == TFLITE_IDENTIFIER:
+    kind = files.file_kind(path)
+    if kind == "tflite":
         raise ValueError(f"{path} is already a .tflite flatbuffer; give the .keras model it was exported from")
-    if path.suffix not in (".keras", ".h5"):
-        raise ValueError(f"{path} is not a Keras model file (.keras); got suffix {path.suffix!r}")
+    if kind not in ("keras", "hdf5"):  # .keras zips and legacy .h5 files
+        raise ValueError(f"{path} could not be loaded as a Keras model: it is {files.KIND_NAMES[kind]}, not a "
+                         ".keras file (a zip archive written by model.save)")
+    if path.suffix not in (".keras", ".h5"):  # Keras itself insists on the suffix
+        raise ValueError(f"{path} holds a Keras model but Keras loads only files named .keras; rename it")
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as error:  # zipfile, h5py and deserialization errors all mean "not a usable model"
         raise ValueError(f"{path} could not be loaded as a Keras model: {type(error).__name__}: {error}") from error
+    training.check_finite(model, f"model file {str(path)!r}")
+    return model
 
 
 def representative_samples(data: Any, num_samples: int) -> Iterator[np.ndarray]:
@@ -126,9 +142,14 @@ def to_tflite(
         output: where to write the flatbuffer; never an existing model input.
 
     Raises:
-        ValueError: an unknown quantization, int8 without calibration data, or int8_io without int8.
+        ValueError: an unknown quantization, int8 without calibration data, or int8_io without int8; a
+            subclassed model.
+        training.NonFiniteError: a weight is NaN or infinite (LiteRT would reproduce the NaN and parity
+            would call it agreement).
         ConversionError: the converter failed; the message names the layers its error mentions.
     """
+    as_functional(model)  # refuses a subclassed model by name: conversion traces its inputs
+    training.check_finite(model, f"model {model.name!r}")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization == "int8" and representative_data is None:

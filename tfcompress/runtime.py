@@ -18,6 +18,9 @@ import tensorflow as tf
 from absl import logging
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tfcompress import files
+from tfcompress.training import NonFiniteError
+
 # A TFLite model is a FlatBuffer whose file identifier (bytes 4..8) is "TFL3" (schema.fbs: file_identifier).
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -25,14 +28,15 @@ TFLITE_IDENTIFIER = b"TFL3"
 def read_tflite(source: bytes | str | os.PathLike) -> bytes:
     """The flatbuffer bytes of ``source`` (bytes or a path), checked to really be a ``.tflite``."""
     if isinstance(source, bytes):
-        payload, name = source, "the given bytes"
+        payload, name, what = source, "the given bytes", ""
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"TFLite file {str(path)!r} does not exist")
-        payload, name = path.read_bytes(), str(path)
+        payload, name, what = path.read_bytes(), str(path), f" but {files.describe_file(path)}"
     if payload[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"{name} is not a TFLite flatbuffer (no 'TFL3' identifier); export one with scripts/export.py")
+        raise ValueError(f"{name} is not a TFLite flatbuffer (no 'TFL3' identifier){what}; export one with "
+                         "scripts/export.py")
     return payload
 
 
@@ -147,9 +151,19 @@ def evaluate_tflite(model: TFLiteModel | bytes | str | os.PathLike, dataset: tf.
     runner = model if isinstance(model, TFLiteModel) else TFLiteModel(model)
     correct = total = 0
     for x, y in _batches(dataset, limit):
-        correct += int(np.sum(np.argmax(runner.predict(x), axis=-1) == y))
+        outputs = runner.predict(x)
+        _check_finite_outputs(outputs, "the LiteRT model", total)
+        correct += int(np.sum(np.argmax(outputs, axis=-1) == y))
         total += len(y)
     return {"accuracy": correct / total, "examples": total}
+
+
+def _check_finite_outputs(outputs: np.ndarray, who: str, offset: int = 0) -> None:
+    """Raises NonFiniteError when an output is NaN or infinite (argmax of NaN is 0: a silent wrong answer)."""
+    finite = np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+    if not finite.all():
+        raise NonFiniteError(f"{who} outputs NaN or infinity for {int((~finite).sum())} examples (the first is "
+                             f"example {offset + int(np.argmin(finite))})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +200,8 @@ def parity(keras_model: keras.Model, tflite: TFLiteModel | bytes | str | os.Path
         lite_logits.append(runner.predict(x))
         labels.append(y)
     reference, lite, labels = np.concatenate(keras_logits), np.concatenate(lite_logits), np.concatenate(labels)
+    _check_finite_outputs(reference, f"the Keras model {keras_model.name!r}")  # NaN == NaN would be "agreement"
+    _check_finite_outputs(lite, "the LiteRT model")
     diff = float(np.max(np.abs(reference - lite)))
     logit_range = float(reference.max() - reference.min()) or 1.0
     return Parity(

@@ -4,10 +4,18 @@ The defaults follow the reference recipes (thesis §1.5 and EC2T §2.1 of REFERE
 lr 0.1 with cosine annealing to 0, weight decay 5e-4 on kernels (not on biases or BatchNorm γ/β).
 Keras applies weight decay decoupled (w ← w − lr·wd·w), which equals L2 regularisation of strength wd/2
 for plain SGD.
+
+Numbers that went wrong stop a run with a :class:`NonFiniteError` that says where: :class:`StopOnNonFinite`
+during training (the epoch, the batch, the weights), :func:`evaluate` on a model whose outputs are not finite,
+:func:`check_finite` wherever a model enters or leaves (loading, export). Models are taken as logits models;
+one that ends in a softmax is detected (:func:`softmax_output`): :func:`compile_classifier` and
+:func:`evaluate` take its outputs as probabilities, and :func:`as_batches` refuses it for scores whose loss
+wants logits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.keras_graph import iter_layers
+from tfcompress.keras_graph import GraphWalk, as_functional, iter_layers
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -71,26 +79,137 @@ def finetune_sgd(lr: float = 8e-4) -> keras.optimizers.SGD:
 
 
 def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer | str = "adam") -> keras.Model:
-    """Compiles a logits model with sparse categorical cross-entropy and accuracy."""
+    """Compiles a classifier with sparse categorical cross-entropy and accuracy; its outputs are taken as
+    logits, or as probabilities when it ends in a softmax (:func:`softmax_output`)."""
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=softmax_output(model) is None),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
 
 
 def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy (outputs taken as logits) of ``model`` on a batched dataset.
+    """Top-1 accuracy and mean cross-entropy (outputs taken as logits, or as probabilities after a final
+    softmax) of ``model`` on a batched dataset.
 
     Uses ``predict`` rather than ``model.evaluate`` so that it neither needs nor changes the model's compile
     state.
+
+    Raises:
+        NonFiniteError: a weight, or an output, is NaN or infinite (the message says which).
     """
+    check_finite(model, f"model {model.name!r}")
     labels = np.concatenate([np.asarray(y) for _, y in dataset])
     logits = model.predict(dataset.map(lambda x, y: x), verbose=0)
-    loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    finite = np.isfinite(logits).all(axis=tuple(range(1, logits.ndim)))
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise NonFiniteError(
+            f"model {model.name!r} outputs NaN or infinity for {int((~finite).sum())} of {finite.size} examples "
+            f"(the first is example {first}) although its weights are finite: look at the inputs, or at a layer "
+            "whose arithmetic overflows (e.g. a BatchNormalization moving_variance ≤ 0)"
+        )
+    loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=softmax_output(model) is None)
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
     return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(loss))), "examples": int(labels.size)}
+
+
+# ----------------------------------------------------------------------------------- what a model must be
+
+
+def softmax_output(model: keras.Model) -> str | None:
+    """The name of the layer (or operation) that ends ``model`` in a softmax, i.e. makes its output
+    probabilities; None for a logits model (and for a subclassed one, whose graph cannot be read).
+
+    A softmax is a ``Softmax`` layer or ``keras.ops.softmax``, an ``Activation("softmax")``, or any layer
+    built with ``activation="softmax"`` (``Dense(10, activation="softmax")``).
+    """
+    try:
+        walk = GraphWalk(model)
+    except Exception:  # subclassed, unbuilt, or a graph the walker cannot read: logits, as before detection
+        return None
+    if len(walk.outputs) != 1:
+        return None
+    call = walk.producer(walk.outputs[0])
+    if call is None:
+        return None
+    is_softmax = type(call.layer).__name__ == "Softmax" or getattr(call.layer, "activation", None) is (
+        keras.activations.softmax)
+    return call.name if is_softmax else None
+
+
+def nonfinite_weights(model: keras.Model) -> list[str]:
+    """``"fc1/kernel (12 NaN, 0 inf of 400000)"`` for every floating-point weight of ``model`` that holds a
+    NaN or an infinity."""
+    found, seen = [], set()
+    for variable in model.weights:
+        if id(variable) in seen or not np.issubdtype(np.dtype(variable.dtype), np.floating):
+            continue
+        seen.add(id(variable))
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if not np.isfinite(value).all():
+            found.append(f"{variable.path} ({int(np.isnan(value).sum())} NaN, {int(np.isinf(value).sum())} inf "
+                         f"of {value.size})")
+    return found
+
+
+def check_logits(model: keras.Model, what: str) -> None:
+    """Raises ValueError when ``model`` ends in a softmax but ``what`` (e.g. ``"the 'fisher' importance"``)
+    takes its outputs as logits: the scores would be silently wrong."""
+    softmax = softmax_output(model)
+    if softmax is not None:
+        raise ValueError(
+            f"model {model.name!r} ends in a softmax ({softmax!r}) but {what} takes logits: give the model without "
+            "its final softmax (e.g. Dense(10) instead of Dense(10, activation='softmax'))"
+        )
+
+
+class NonFiniteError(ValueError):
+    """A NaN or an infinity where numbers must be finite: weights, outputs, a loss. The message says where."""
+
+
+def check_finite(model: keras.Model, what: str) -> None:
+    """Raises :class:`NonFiniteError` naming the weights of ``model`` that hold a NaN or an infinity.
+
+    Args:
+        what: how the message names the model, e.g. ``"model file 'm.keras'"``.
+    """
+    bad = nonfinite_weights(model)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteError(f"{what} has non-finite weights: {', '.join(bad[:3])}{more}")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` with a :class:`NonFiniteError` at the first batch whose loss is NaN or infinite, naming the
+    epoch, the batch and the weights that went non-finite (Keras's ``TerminateOnNaN`` stops silently, and the
+    program then reports chance accuracy as a result).
+
+    Put it before callbacks that save state at the end of an epoch, so that a diverged epoch is not saved.
+    """
+
+    def __init__(self, what: str = "training"):
+        super().__init__()
+        self.what = what
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._fail(f"the loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if nonfinite_weights(self.model):  # a finite loss from non-finite weights (e.g. masked out)
+            self._fail(f"the weights are not finite after epoch {epoch + 1}")
+
+    def _fail(self, when: str) -> None:
+        bad = nonfinite_weights(self.model)
+        where = f"; non-finite weights: {', '.join(bad[:3])}" if bad else ""
+        raise NonFiniteError(f"{self.what} diverged: {when}{where}. Lower the learning rate (or check the data)")
 
 
 def recalibrate_batch_norm(model: keras.Model, batches, max_batches: int = 10) -> int:
@@ -124,16 +243,23 @@ def _is_single_batch(data: Any) -> bool:
     return isinstance(data, tuple | list) and len(data) == 2 and hasattr(data[0], "shape")
 
 
-def as_batches(data: Any, model: keras.Model, num_batches: int | None = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+def as_batches(
+    data: Any, model: keras.Model, num_batches: int | None = 1, *, from_logits: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Validated (x, y) numpy batches from ``data``: one ``(x, y)`` pair, a list of pairs, or a ``tf.data``
-    pipeline of ``(x, y)`` batches (its first ``num_batches`` batches; all of them if None).
+    pipeline of ``(x, y)`` batches (its first ``num_batches`` batches; all of them if None), for a loss on
+    ``model``'s outputs taken as logits unless ``from_logits=False``.
 
     Raises:
-        ValueError: no batch; x whose shape does not fit the model input; labels that are not integer class
-            ids in [0, num_classes), one per example.
+        ValueError: a subclassed model; a model that ends in a softmax for a loss on logits; no batch; x whose
+            shape does not fit the model input or that holds NaN; labels that are not integer class ids in
+            [0, num_classes), one per example.
     """
     if num_batches is not None and num_batches < 1:
         raise ValueError(f"num_batches must be ≥ 1, got {num_batches}")
+    as_functional(model)  # refuses a subclassed model by name (no input_shape to check batches against)
+    if from_logits:
+        check_logits(model, "this score's loss")
     if _is_single_batch(data):
         raw = [tuple(data)]
     elif isinstance(data, tf.data.Dataset):
@@ -158,6 +284,8 @@ def _check_batch(batch: Any, model: keras.Model, index: int) -> tuple[np.ndarray
         )
     if x.shape[0] == 0:
         raise ValueError(f"batch {index} is empty")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise NonFiniteError(f"batch {index}: the images hold {int((~np.isfinite(x)).sum())} NaN or infinite values")
     num_classes = model.output_shape[-1]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]

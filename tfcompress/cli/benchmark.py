@@ -51,19 +51,16 @@ flags.register_multi_flags_validator(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     from tfcompress import files, latency
 
     # Validate everything before measuring, so a typo costs nothing and leaves no file behind.
     try:
+        output = files.check_output(FLAGS.json, inputs=[FLAGS.tflite], kind="json") if FLAGS.json else None
         latency.check_tflite(FLAGS.tflite)
         device = latency.open_device(FLAGS.device) if FLAGS.device else None
         if FLAGS.runner == "binary" and device is None:
             latency.resolve_binary(FLAGS.benchmark_binary)
-        output = files.check_output(FLAGS.json) if FLAGS.json else None
-        if output is not None and output == Path(FLAGS.tflite).expanduser().resolve():
-            raise ValueError(f"--json={FLAGS.json} is the model itself; choose another file")
     except (OSError, ValueError) as error:
         raise app.UsageError(str(error)) from error
 
@@ -87,7 +84,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    from tfcompress.cli import app as cli_app
+
+    cli_app.run(main)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,20 @@ def main(argv: list[str]) -> None:
     del argv
     import tfcompress as tfc
     from tfcompress import export, files, report
+    from tfcompress.cli.flags import load_model_for_dataset
 
     start = time.time()
-    out = Path(FLAGS.output_dir)
-    model = export.load_keras_model(FLAGS.model)
+    out = files.check_output_folder(FLAGS.output_dir)
+    for name in ("summary.md", "summary.json"):
+        files.check_output(out / name, inputs=[FLAGS.model])
+    model = load_model_for_dataset(FLAGS.model)
     options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
     test = tfc.data.load(FLAGS.dataset, "test", batch_size=500, data_dir=FLAGS.data_dir, **options)
     calibration = tfc.data.load(FLAGS.dataset, "train", batch_size=100, data_dir=FLAGS.data_dir, seed=0, **options)
     measured = variants(model, options)
+    tflite_paths = [out / f"{Path(FLAGS.model).stem}_{step}.tflite" for step in range(1, len(measured) + 1)]
+    for path in tflite_paths:
+        files.check_output(path, inputs=[FLAGS.model])
     print(f"1/{len(measured) + 1} evaluating {FLAGS.model} in Keras on {FLAGS.dataset} test")
     keras_accuracy = tfc.training.evaluate(model, test)["accuracy"]
 
@@ -58,7 +64,7 @@ def main(argv: list[str]) -> None:
         flatbuffer = export.to_tflite(variant_model, representative_data=calibration,
                                       num_calibration_samples=FLAGS.num_calibration, **export_options)
         rows.append(report.measure_variant(
-            label, variant_model, flatbuffer, test, out / f"{Path(FLAGS.model).stem}_{step - 1}.tflite",
+            label, variant_model, flatbuffer, test, tflite_paths[step - 2],
             runs=FLAGS.runs, keras_accuracy=keras_accuracy if variant_model is model else None,
         ))
     report.add_ratios(rows, rows[0]["variant"], ["gzip_bytes", "latency_ms_t1"])
@@ -85,12 +91,13 @@ def variants(model, options: dict) -> list[tuple[str, Callable[[], Any], dict[st
     def finetuned(compressed):
         train = finetune_train()
         tfc.training.compile_classifier(compressed, tfc.training.sgd(0.01, int(train.cardinality()), "cosine"))
-        compressed.fit(train, epochs=1, verbose=0, shuffle=False)
+        compressed.fit(train, epochs=1, verbose=0, shuffle=False, callbacks=[tfc.training.StopOnNonFinite()])
         return compressed
 
     def ec2t_ternary():
         ternary = tfc.quantization.ec2t.ternarize(model, ini_c_divr=0.3, layers=["conv2", "fc1"])
-        tfc.quantization.ec2t.train(ternary, finetune_train(), epochs=1, lambda_max_divr=0.15, verbose=0)
+        tfc.quantization.ec2t.train(ternary, finetune_train(), epochs=1, lambda_max_divr=0.15, verbose=0,
+                                    callbacks=[tfc.training.StopOnNonFinite()])
         return ternary
 
     return [

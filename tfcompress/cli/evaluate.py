@@ -14,6 +14,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras model or a .tflite flatbuffer.")
 flags.DEFINE_enum("split", "test", ["test", "holdout", "train"], "Split to evaluate on.")
 flags.DEFINE_float("holdout", 0.1, "Holdout fraction (for --split=holdout).")
+flags.register_validator("holdout", lambda v: 0.0 < v < 1.0, message="--holdout must be in (0, 1)")
 flags.DEFINE_integer("limit", None, "Evaluate on the first N examples only.", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "LiteRT interpreter threads.", lower_bound=1)
 flags.DEFINE_string("json", None, "Also write the result to this JSON file.")
@@ -25,26 +26,25 @@ def main(argv: list[str]) -> None:
     del argv
     from pathlib import Path
 
-    from tfcompress import export, files, runtime, training
-    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress import files, runtime, training
+    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
 
-    if FLAGS.json:
-        files.check_output(FLAGS.json, inputs=[FLAGS.model])
+    output = files.check_output(FLAGS.json, inputs=[FLAGS.model], kind="json") if FLAGS.json else None
     path = Path(FLAGS.model)
     split_options = {"holdout_fraction": FLAGS.holdout} if FLAGS.split == "holdout" else {}
-    if path.suffix == ".tflite":
+    if path.suffix == ".tflite" or (path.is_file() and files.file_kind(path) == "tflite"):
         model = runtime.TFLiteModel(path, num_threads=FLAGS.threads)
         dataset = dataset_for_model((None, *model.input_shape), FLAGS.split, **split_options)
         metrics = runtime.evaluate_tflite(model, dataset, limit=FLAGS.limit)
         runner = "litert"
     else:
-        model = export.load_keras_model(path)
+        model = load_model_for_dataset(FLAGS.model)
         dataset = dataset_for_model(model.input_shape, FLAGS.split, limit=FLAGS.limit, **split_options)
         metrics = training.evaluate(model, dataset)
         runner = "keras"
     result = {"model": str(path), "runtime": runner, "dataset": FLAGS.dataset, "split": FLAGS.split, **metrics}
-    if FLAGS.json:
-        files.write_json(FLAGS.json, result)
+    if output is not None:
+        files.write_json(output, result)
     print(f"{path.name} ({runner}) on {FLAGS.dataset} {FLAGS.split}: accuracy {metrics['accuracy']:.4f} "
           f"over {metrics['examples']} examples")
 

@@ -33,10 +33,11 @@ def main(argv: list[str]) -> None:
     del argv
     from tfcompress import export, files, runtime
     from tfcompress.cli import compression
-    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
 
     output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
-    model = export.load_keras_model(FLAGS.model)
+    sidecar = files.check_output(files.sidecar_path(output), inputs=[FLAGS.model])
+    model = load_model_for_dataset(FLAGS.model)  # fixes a dynamic input at the dataset's size: LiteRT needs one
     stripped = compression.compression_layers(model)
     if stripped:
         print(f"stripping into plain layers: {compression.describe(model)}")
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> None:
     report["flags"] = {name: FLAGS[name].value for name in (
         "model", "quantization", "num_calibration", "int8_io", "sparse", "dataset", "output")}
     files.write_bytes(output, flatbuffer)
-    files.write_json(output.with_name(output.name + ".json"), report)
+    files.write_json(sidecar, report)
     size = report["size"]
     line = f"{output}: {size['tflite_bytes']:,} bytes ({size['gzip_bytes']:,} gzipped)"
     if "parity" in report:

@@ -51,11 +51,12 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
+    from tfcompress.cli.flags import load_model_for_dataset
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model])
-    tfc.files.check_output(output.with_name(output.name + ".json"), inputs=[FLAGS.model])
+    tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.model])
     keras.utils.set_random_seed(FLAGS.seed)
-    model = tfc.export.load_keras_model(FLAGS.model)
+    model = load_model_for_dataset(FLAGS.model)
     target_latency = latency_aim.latency_target()
     if FLAGS.latency_aware and FLAGS.table is None:
         raise ValueError("--latency_aware needs --table=T.npz (built there when missing)")
@@ -67,7 +68,8 @@ def main(argv: list[str]) -> None:
         model, train, target_channels=FLAGS.target_channels, target_macs=FLAGS.target_macs,
         target_latency=target_latency, table=table, precision=FLAGS.precision, latency_aware=FLAGS.latency_aware,
         prune_every=FLAGS.prune_every, channels_per_prune=FLAGS.channels_per_prune, max_steps=FLAGS.max_steps,
-        optimizer=tfc.training.finetune_sgd(FLAGS.lr), verbose=1)
+        optimizer=tfc.training.finetune_sgd(FLAGS.lr), callbacks=[tfc.training.StopOnNonFinite("Fisher pruning")],
+        verbose=1)
     print(result.plan.table())
     final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)
     latency_aim.write(output, final, {"source": FLAGS.model, "accuracy_before": accuracy_before, **report,

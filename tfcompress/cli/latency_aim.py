@@ -114,7 +114,7 @@ def finish(source, pruned, plan, train, test, device, table) -> tuple[Any, dict[
             pruned = plan.apply(keras.models.clone_model(source))
         steps = FLAGS.finetune_epochs * int(train.cardinality())
         tfc.training.compile_classifier(pruned, tfc.training.sgd(FLAGS.finetune_lr, steps, "cosine"))
-        pruned.fit(train, epochs=FLAGS.finetune_epochs, verbose=2)
+        pruned.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, callbacks=[tfc.training.StopOnNonFinite()])
         how = "from scratch" if FLAGS.from_scratch else "fine-tuned"
         report[f"accuracy_{how.replace(' ', '_').replace('-', '_')}"] = accuracy = (
             tfc.training.evaluate(pruned, test)["accuracy"])
@@ -141,5 +141,4 @@ def write(output: Path, model, report: dict[str, Any], own_flags: tuple[str, ...
     from tfcompress import files
 
     files.save_model(model, output)
-    files.write_json(output.with_name(output.name + ".json"),
-                     {**report, "flags": {name: FLAGS[name].value for name in own_flags}})
+    files.write_json(files.sidecar_path(output), {**report, "flags": {name: FLAGS[name].value for name in own_flags}})

@@ -60,8 +60,7 @@ flags.DEFINE_string("json", None, "With --predict: also write the prediction (an
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     modes = [name for name, given in (("--predict", FLAGS.predict), ("--merge", FLAGS.merge),
                                       ("--model", FLAGS.model)) if given]
     if len(modes) != 1:
@@ -83,6 +82,8 @@ def build() -> None:
         if not FLAGS.output:
             raise ValueError("--output is required: the table to write (T.npz)")
         output = files.check_output(table_path(FLAGS.output), FLAGS.model)
+        for beside in (output.with_suffix(".json"), latency.build.journal_path(output)):  # what the build writes
+            files.check_output(beside, FLAGS.model)
         latency.parse_shard(FLAGS.shard)
         device = latency.open_device(FLAGS.device)
         models = [load_keras_model(path) for path in FLAGS.model]
@@ -114,7 +115,7 @@ def predict() -> None:
     try:
         if not FLAGS.table:
             raise ValueError("--predict needs --table=T.npz")
-        output = files.check_output(FLAGS.json, [FLAGS.predict]) if FLAGS.json else None
+        output = files.check_output(FLAGS.json, [FLAGS.predict, FLAGS.table], kind="json") if FLAGS.json else None
         table = latency.Table.load(FLAGS.table)
         model = load_keras_model(FLAGS.predict)
         # measured where the table was, unless --device says otherwise
@@ -146,6 +147,7 @@ def merge() -> None:
         if not FLAGS.output:
             raise ValueError("--merge needs --output=T.npz")
         output = files.check_output(table_path(FLAGS.output), FLAGS.merge)
+        files.check_output(output.with_suffix(".json"), FLAGS.merge)
         tables = [latency.Table.load(path) for path in FLAGS.merge]
         merged = latency.Table.merge(tables, force=FLAGS.force)
     except (OSError, ValueError) as error:
@@ -155,7 +157,9 @@ def merge() -> None:
 
 
 def run() -> None:
-    app.run(main)
+    from tfcompress.cli import app as cli_app
+
+    cli_app.run(main)
 
 
 if __name__ == "__main__":

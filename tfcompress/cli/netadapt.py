@@ -62,17 +62,20 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
+    from tfcompress.cli.flags import load_model_for_dataset
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model])
-    tfc.files.check_output(output.with_name(output.name + ".json"), inputs=[FLAGS.model])
-    state_dir = output.with_name(output.name + ".state")
+    tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.model])
+    state_dir = tfc.files.check_output_folder(output.with_name(output.name + ".state"))
+    if FLAGS.tensorboard_dir:
+        tfc.files.check_output_folder(FLAGS.tensorboard_dir)
     if (state_dir / "state.json").exists() and not FLAGS.resume:
         raise ValueError(f"{state_dir} holds an interrupted NetAdapt run: pass --resume to continue it, or remove "
                          "the folder to start again")
     if FLAGS.resume and not (state_dir / "state.json").exists():
         raise ValueError(f"--resume: no NetAdapt state in {state_dir} (it is written after every iteration)")
     keras.utils.set_random_seed(FLAGS.seed)
-    model = tfc.export.load_keras_model(FLAGS.model)
+    model = load_model_for_dataset(FLAGS.model)
     device, table = latency_aim.device_and_table(model, needed=True)
     train, holdout, test = latency_aim.splits(model)
     if FLAGS.holdout_limit:

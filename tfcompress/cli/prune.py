@@ -96,10 +96,10 @@ def main(argv: list[str]) -> None:
 
     import tfcompress as tfc
     from tfcompress.cli import compression
-    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model, FLAGS.plan])
-    sidecar = tfc.files.check_output(output.with_name(output.name + ".json"), inputs=[FLAGS.model, FLAGS.plan])
+    sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.model, FLAGS.plan])
     if FLAGS.plan is not None:
         ignored = [f"--{name}" for name in ("importance", "scope", "channel_multiple", "prune_batches")
                    if FLAGS[name].present]
@@ -108,7 +108,9 @@ def main(argv: list[str]) -> None:
         saved_plan = _load_plan(FLAGS.plan)
     table = tfc.latency.Table.load(FLAGS.latency_table) if FLAGS.latency_table else None
     keras.utils.set_random_seed(FLAGS.seed)
-    model = tfc.export.load_keras_model(FLAGS.model)
+    model = load_model_for_dataset(FLAGS.model)
+    if FLAGS.plan is None and FLAGS.importance in DATA_DRIVEN:  # before evaluating: refused models cost nothing
+        tfc.training.check_logits(model, f"the {FLAGS.importance!r} importance")
     cost_fn = table.cost_fn(model, FLAGS.latency_precision) if table is not None else None  # refuses unknown units
     test = dataset_for_model(model.input_shape, "test")
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
@@ -194,12 +196,13 @@ def _finetune(model, train) -> str:
         lr = FLAGS.lr if FLAGS.lr is not None else 1e-4
         ternary.freeze_assignment(model)
         ternary.fit(model, train, FLAGS.finetune_epochs, ec2t.EC2T(phase="retrain"), learning_rate=lr,
-                    centroid_learning_rate=lr / 10, verbose=2)
+                    centroid_learning_rate=lr / 10, verbose=2, callbacks=[tfc.training.StopOnNonFinite("fine-tuning")])
         return f"ternary layers: assignment frozen, Adam {lr:g}, centroids {lr / 10:g}"
     lr = FLAGS.lr if FLAGS.lr is not None else 0.01
     steps = FLAGS.finetune_epochs * int(train.cardinality())
     tfc.training.compile_classifier(model, tfc.training.sgd(lr, steps, "cosine"))
-    model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False)  # shuffled by tf.data
+    model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False,  # shuffled by tf.data
+              callbacks=[tfc.training.StopOnNonFinite("fine-tuning")])
     return f"SGD {lr:g}, cosine"
 
 

@@ -30,18 +30,15 @@ flags.register_validator("json", lambda v: v is None or v.endswith(".json"), mes
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tfcompress import files
+    del argv
+    from tfcompress import export, files
     from tfcompress.quantization.scoring import micronet_score
 
     model_path = Path(FLAGS.model).expanduser()
-    if not model_path.is_file():
+    if not model_path.exists():
         raise app.UsageError(f"--model {FLAGS.model!r}: no such file")
-    if model_path.suffix != ".keras":
-        raise app.UsageError(f"--model {FLAGS.model!r} is not a .keras file; save the model with model.save('x.keras')")
-    output = files.check_output(FLAGS.json, inputs=[model_path]) if FLAGS.json else None
-    model = _load(model_path)
+    output = files.check_output(FLAGS.json, inputs=[model_path], kind="json") if FLAGS.json else None
+    model = export.load_keras_model(model_path)  # says what a file that is not a model is
 
     try:
         result = micronet_score(  # ternary kernels (stripped or not) are counted the EC2T way
@@ -55,17 +52,10 @@ def main(argv: list[str]) -> None:
         print(f"→ {output}")
 
 
-def _load(path: Path):
-    import keras
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types (ValueError, OSError, zipfile errors) for a bad file
-        raise app.UsageError(f"--model {str(path)!r} could not be loaded as a Keras model: {error}") from None
-
-
 def run() -> None:
-    app.run(main)
+    from tfcompress.cli import app as cli_app
+
+    cli_app.run(main)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 
 from absl import flags
 
-from tfcompress.cli.flags import define_dataset_flags, define_json_flag
+from tfcompress.cli.flags import define_dataset_flags, define_image_size_flag, define_json_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet5", "Zoo model name, e.g. lenet_300_100, lenet5, resnet20, or a .keras model "
@@ -41,13 +41,13 @@ flags.DEFINE_enum("train_init", None, ["fresh", "same"],
                   "--init=variance_scaling, as the reference) or the same weights (default with --init=model).")
 flags.DEFINE_bool("prune_biases", True, "Biases compete in the global top-κ too (reference behaviour).")
 flags.DEFINE_bool("allow_empty_layers", False, "Accept a sparsity that removes every connection of a layer.")
-flags.DEFINE_integer("image_size", None, "Pad/resize images to this size (e.g. 32 for CIFAR nets on MNIST).")
 flags.DEFINE_bool("augment", False, "Random crop (pad 4) and horizontal flip while training.")
 flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed (initializations, pruning batch, shuffling).")
 flags.DEFINE_bool("strip", False, "Save plain layers with the pruned weights at zero (loadable without tfcompress) "
                   "instead of the WeightMask layers that keep them at zero through further training.")
 flags.DEFINE_string("output", None, "Output .keras path (WeightMask layers kept unless --strip).")
+define_image_size_flag()
 define_dataset_flags()
 define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
 flags.FLAGS.set_default("batch_size", 100)  # the paper's pruning and training batch on MNIST
@@ -68,25 +68,28 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
+    from tfcompress.cli.flags import load_model_for_dataset
     from tfcompress.pruning import snip, weight_masks
 
     from_file = FLAGS.model.endswith(".keras")
-    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model] if from_file else [])
+    inputs = [FLAGS.model] if from_file else []
+    output = tfc.files.check_output(FLAGS.output, inputs=inputs)
+    sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=inputs)
     keras.utils.set_random_seed(FLAGS.seed)
     if from_file:
         if FLAGS.image_size is not None or json.loads(FLAGS.model_args):
             raise ValueError("--image_size and --model_args build a zoo model; a .keras --model has its own shape")
-        model = tfc.export.load_keras_model(FLAGS.model)
+        model = load_model_for_dataset(FLAGS.model)
         if weight_masks.get_masks(model):
             raise ValueError(f"{FLAGS.model} already has WeightMask layers; give SNIP a model without them")
         options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
     else:
-        spec = tfc.data.get_spec(FLAGS.dataset)
         options = {"image_size": FLAGS.image_size}
-        model = tfc.zoo.build(FLAGS.model, tfc.data.input_shape(FLAGS.dataset, **options), spec.num_classes,
-                              **json.loads(FLAGS.model_args))
     common = {"batch_size": FLAGS.batch_size, "data_dir": FLAGS.data_dir, **options}
-    prune_data = tfc.data.load(FLAGS.dataset, "train", shuffle=True, seed=FLAGS.seed, **common)
+    prune_data = tfc.data.load(FLAGS.dataset, "train", shuffle=True, seed=FLAGS.seed, **common)  # checks options
+    if not from_file:
+        model = tfc.zoo.build(FLAGS.model, tfc.data.input_shape(FLAGS.dataset, **options),
+                              tfc.data.get_spec(FLAGS.dataset).num_classes, **json.loads(FLAGS.model_args))
     result = snip.prune(
         model, prune_data, FLAGS.target_sparsity, init=FLAGS.init, train_init=FLAGS.train_init,
         prune_biases=FLAGS.prune_biases, num_batches=FLAGS.prune_batches, seed=FLAGS.seed,
@@ -99,14 +102,14 @@ def main(argv: list[str]) -> None:
                                  FLAGS.weight_decay)
     tfc.training.compile_classifier(result.model, optimizer)
     start = time.time()
-    result.model.fit(train, epochs=FLAGS.epochs, verbose=2)
+    result.model.fit(train, epochs=FLAGS.epochs, verbose=2, callbacks=[tfc.training.StopOnNonFinite()])
     train_seconds = time.time() - start
 
     metrics = tfc.training.evaluate(result.model, test)
     saved = tfc.export.strip(result.model) if FLAGS.strip else result.model
     layers = weight_masks.weight_sparsity(saved, prune_biases=FLAGS.prune_biases)
     tfc.files.save_model(saved, output)
-    tfc.files.write_json(output.with_name(output.name + ".json"), {
+    tfc.files.write_json(sidecar, {
         "model": FLAGS.model, "dataset": FLAGS.dataset, "test_accuracy": metrics["accuracy"],
         "test_error": 1.0 - metrics["accuracy"], "layer_sparsity": layers,
         "weight_masks": sorted(weight_masks.get_masks(saved)),

@@ -64,15 +64,15 @@ def main(argv: list[str]) -> None:
     import keras
     import tensorflow as tf
 
-    from tfcompress import data, export, files, training
+    from tfcompress import export, files, training
     from tfcompress.cli import compression
-    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
     from tfcompress.quantization import ec2t, scoring, ternary, ttq
 
     output = files.check_output(FLAGS.output, inputs=[FLAGS.model])
-    model = export.load_keras_model(FLAGS.model)
+    sidecar = files.check_output(files.sidecar_path(output), inputs=[FLAGS.model])
+    model = load_model_for_dataset(FLAGS.model)  # refuses a dataset that does not fit the model
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
-    data.pipeline_options_for(model.input_shape, FLAGS.dataset)  # refuses a dataset that does not fit the model
     keras.utils.set_random_seed(FLAGS.seed)
     train = dataset_for_model(model.input_shape, "train", augment=FLAGS.augment, seed=FLAGS.seed,
                               limit=FLAGS.train_limit)
@@ -91,15 +91,17 @@ def main(argv: list[str]) -> None:
     layers = FLAGS.layers or (selected if masked else None)
 
     start = time.time()
+    stop = [training.StopOnNonFinite(f"{FLAGS.method} training")]
     if FLAGS.method == "ttq":
         tern = ttq.ternarize(model, FLAGS.ttq_threshold, layers)
         history = ttq.train(tern, train, FLAGS.epochs, threshold=FLAGS.ttq_threshold, learning_rate=FLAGS.lr,
-                            centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
+                            centroid_learning_rate=FLAGS.centroid_lr, verbose=2, callbacks=stop)
     else:
         mode = "prune" if FLAGS.method == "ecp" else "ternary"
         tern = ec2t.ternarize(model, FLAGS.ini_c_divr, layers, mode=mode)
         history = ec2t.train(tern, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=FLAGS.lambda_max_divr,
-                             learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2)
+                             learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2,
+                             callbacks=stop)
     train_seconds = time.time() - start
 
     plain = export.strip(tern)
@@ -123,7 +125,7 @@ def main(argv: list[str]) -> None:
           f"params {score.total.params / 1e6:.4g} M, ops {score.total.ops / 1e6:.4g} M")
     print(f"test accuracy {float_accuracy:.4f} → {accuracy:.4f} ({FLAGS.method}) → {output} "
           f"({'plain layers' if FLAGS.strip else 'compression layers kept: ' + compression.describe(saved)})")
-    files.write_json(output.with_name(output.name + ".json"), {
+    files.write_json(sidecar, {
         "model": str(FLAGS.model), "method": FLAGS.method, "dataset": FLAGS.dataset,
         "float_test_accuracy": float_accuracy, "test_accuracy": accuracy,
         "codes": codes, "micronet": {"score": score.score, "float_score": float_score.score,

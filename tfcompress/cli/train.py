@@ -4,8 +4,10 @@
         --output=models/resnet20_fashion_mnist.keras
 
 Writes ``OUTPUT`` (.keras, without optimizer state) and ``OUTPUT.json`` (test accuracy, params, flags, time),
-both atomically. While training, ``OUTPUT.ckpt/`` holds the last epoch's weights and optimizer state;
-``--resume`` continues from it after an interruption.
+both atomically. ``OUTPUT.ckpt/`` holds the last epoch's weights and optimizer state (and the one before, in
+case a kill truncates the latest) until both outputs are written, so that a run killed at any point, even
+after its last epoch, loses at most the epoch under way: ``--resume`` continues from it. A loss or weights
+that turn NaN stop the run with an error naming the epoch and batch.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from tfcompress.cli.flags import define_dataset_flags, define_image_size_flag, define_json_flag
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name, e.g. lenet5, resnet20, wrn-40-2, mobilenet_v2, micronet.")
 flags.DEFINE_string("init_model", None, "A .keras model to continue training instead of building --model.")
-flags.DEFINE_integer("image_size", None, "Pad/resize images to this size (e.g. 32 for CIFAR nets on MNIST).")
 flags.DEFINE_enum("channels", None, ["1", "3"], "Repeat grayscale to 3 channels with 3.")
 flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
 flags.DEFINE_float("lr", 0.1, "Initial learning rate.", lower_bound=0.0)
@@ -35,8 +38,7 @@ flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling, augmentation).
 flags.DEFINE_string("output", None, "Output .keras path.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run from OUTPUT.ckpt/.")
 
-from tfcompress.cli.flags import define_dataset_flags, define_json_flag  # noqa: E402
-
+define_image_size_flag()
 define_dataset_flags()
 define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
 flags.mark_flag_as_required("output")
@@ -55,7 +57,8 @@ def main(argv: list[str]) -> None:
     import tfcompress as tfc
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.init_model])
-    checkpoint_dir = output.with_name(output.name + ".ckpt")
+    sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.init_model])
+    checkpoint_dir = tfc.files.check_output_folder(output.with_name(output.name + ".ckpt"))
     if checkpoint_dir.exists() and not FLAGS.resume:
         raise app.UsageError(
             f"{checkpoint_dir} holds an interrupted run: pass --resume to continue it, or delete the folder."
@@ -66,19 +69,20 @@ def main(argv: list[str]) -> None:
     keras.utils.set_random_seed(FLAGS.seed)
     spec = tfc.data.get_spec(FLAGS.dataset)
     channels = int(FLAGS.channels) if FLAGS.channels else None
-    if FLAGS.init_model:
-        model = keras.models.load_model(FLAGS.init_model, compile=False)
+    if FLAGS.init_model:  # a dynamic (None, None, C) input stays dynamic; the data come at the dataset's size
+        model = tfc.export.load_keras_model(FLAGS.init_model)
         options = tfc.data.pipeline_options_for(model.input_shape, FLAGS.dataset)
     else:
         options = {"image_size": FLAGS.image_size, "channels": channels}
-        shape = tfc.data.input_shape(FLAGS.dataset, **options)
-        model = tfc.zoo.build(FLAGS.model, shape, spec.num_classes, **json.loads(FLAGS.model_args))
     common = {"batch_size": FLAGS.batch_size, "data_dir": FLAGS.data_dir, **options}
-    train = tfc.data.load(
+    train = tfc.data.load(  # before building: the data options are checked first
         FLAGS.dataset, "train", holdout_fraction=FLAGS.holdout, augment=FLAGS.augment, seed=FLAGS.seed,
         limit=FLAGS.train_limit, **common,
     )
     test = tfc.data.load(FLAGS.dataset, "test", **common)
+    if not FLAGS.init_model:
+        shape = tfc.data.input_shape(FLAGS.dataset, **options)
+        model = tfc.zoo.build(FLAGS.model, shape, spec.num_classes, **json.loads(FLAGS.model_args))
     steps_per_epoch = int(train.cardinality())
     optimizer = tfc.training.sgd(
         FLAGS.lr, FLAGS.epochs * steps_per_epoch, FLAGS.schedule, FLAGS.momentum, FLAGS.weight_decay
@@ -86,18 +90,24 @@ def main(argv: list[str]) -> None:
     tfc.training.compile_classifier(model, optimizer)
     model.summary(print_fn=logging.info)
 
-    resumed_from_epoch = _checkpoint_epoch(checkpoint_dir)
+    resumed_from_epoch = _restore_point(model, checkpoint_dir) if FLAGS.resume else 0
     if resumed_from_epoch:
         logging.info("resuming %s after epoch %d", checkpoint_dir, resumed_from_epoch)
-    backup = keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
+    # Kept when fit ends (Keras deletes it then): the model is not saved yet. Removed below, once it is.
+    backup = keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True, delete_checkpoint=False)
     start = time.time()
-    history = model.fit(train, epochs=FLAGS.epochs, validation_data=test, callbacks=[backup], verbose="auto",
-                        shuffle=False)  # tf.data shuffles
+    try:  # StopOnNonFinite first: a diverged epoch must not become the checkpoint
+        history = model.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose="auto", shuffle=False,
+                            callbacks=[tfc.training.StopOnNonFinite(), backup])  # tf.data shuffles
+    except tfc.training.NonFiniteError as error:
+        kept = _checkpoint_epoch(checkpoint_dir)
+        raise tfc.training.NonFiniteError(f"{error}. {checkpoint_dir} keeps epoch {kept}: --resume continues from "
+                                          "it (with the new flags), or delete it" if kept else str(error)) from None
     train_seconds = time.time() - start
 
     metrics = tfc.training.evaluate(model, test)
     tfc.files.save_model(model, output)
-    sidecar = {
+    report = {
         "model": FLAGS.model or Path(FLAGS.init_model).name,
         "dataset": FLAGS.dataset,
         "input_shape": list(model.input_shape[1:]),
@@ -114,9 +124,9 @@ def main(argv: list[str]) -> None:
         "host": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "file_bytes": output.stat().st_size,
     }
-    tfc.files.write_json(output.with_name(output.name + ".json"), sidecar)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    print(f"test accuracy {metrics['accuracy']:.4f}  params {sidecar['params']:,}  → {output}")
+    tfc.files.write_json(sidecar, report)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only now: both outputs are written
+    print(f"test accuracy {metrics['accuracy']:.4f}  params {report['params']:,}  → {output}")
 
 
 _OWN_FLAGS = (
@@ -126,8 +136,41 @@ _OWN_FLAGS = (
 
 
 def _checkpoint_epoch(checkpoint_dir: Path) -> int:
-    metadata = checkpoint_dir / "training_metadata.json"
-    return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+    try:
+        return int(json.loads((checkpoint_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _restore_point(model, checkpoint_dir: Path) -> int:
+    """The epoch ``checkpoint_dir`` resumes after, checked by loading it into ``model`` (compiled); 0 when
+    nothing was saved yet. A latest checkpoint that a kill truncated is replaced by the previous one
+    (``double_checkpoint``), as ``BackupAndRestore`` would do for some errors but not for all (a truncated JSON).
+
+    Raises:
+        ValueError: neither checkpoint loads (the message says why, and what to do).
+    """
+    weights, metadata = checkpoint_dir / "latest.weights.h5", checkpoint_dir / "training_metadata.json"
+    previous = (Path(f"{weights}.bkp"), Path(f"{metadata}.bkp"))
+    if not any(path.exists() for path in (weights, metadata, *previous)):
+        return 0  # killed before the first epoch ended
+    if not model.optimizer.built:  # the checkpoint holds the optimizer state too
+        model.optimizer.build(model.trainable_variables)
+    problems = []
+    for attempt in ("latest", "previous"):
+        if attempt == "previous":  # Keras loads only files named *.weights.h5: the copy takes the latest's name
+            if not all(path.exists() for path in previous):
+                break
+            shutil.copyfile(previous[0], weights)
+            shutil.copyfile(previous[1], metadata)
+        try:
+            epoch = int(json.loads(metadata.read_text())["epoch"])
+            model.load_weights(weights)
+            return epoch
+        except Exception as error:  # h5py, JSON and shape errors alike: this copy is not usable
+            problems.append(f"{attempt}: {type(error).__name__}: {' '.join(str(error).split())[:160]}")
+    raise ValueError(f"--resume: the checkpoint in {checkpoint_dir} is damaged ({'; '.join(problems)}); delete the "
+                     "folder to train from the start")
 
 
 def _tf_version() -> str:

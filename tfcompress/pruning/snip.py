@@ -17,7 +17,11 @@ As in the reference code:
   (``train_init="fresh"``, the paper's ``weights_bp`` vs ``weights_ap``); ``train_init="same"`` trains the very
   weights the mask was computed on;
 * biases are pruned too by default (``prune_biases``); BatchNorm runs in inference mode during the pass;
-* the loss is the mean softmax cross-entropy of the logits.
+* the loss is the mean softmax cross-entropy of the logits (of the probabilities, for a model that ends in a
+  softmax: :func:`tfcompress.training.softmax_output` detects it).
+
+The model must be functional or Sequential (a subclassed one is refused by name) and live outside any
+``tf.distribute`` strategy: the saliency pass is one single-replica computation (:func:`check_model`).
 
 With several batches, g is the gradient of the mean loss over all of them (the batches act as one big D_b).
 
@@ -36,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import training
-from tfcompress.keras_graph import iter_layers
+from tfcompress.keras_graph import as_functional, iter_layers
 from tfcompress.pruning import weight_masks
 
 INITS = ("variance_scaling", "model")
@@ -46,22 +50,47 @@ TRAIN_INITS = ("fresh", "same")
 # ------------------------------------------------------------------------------------------------ saliency
 
 
+def check_model(model: keras.Model) -> None:
+    """Refuses, by name, a model SNIP cannot score: a subclassed model, or one inside a ``tf.distribute``
+    strategy (its variables are per-replica, and the single-replica gradient tape cannot watch them).
+
+    Raises:
+        ValueError: either.
+    """
+    as_functional(model)
+    if tf.distribute.has_strategy():
+        why = f"it was called inside the scope of a {type(tf.distribute.get_strategy()).__name__}"
+    elif any(isinstance(getattr(v, "value", v), tf.distribute.DistributedValues) for v in model.weights):
+        why = f"the variables of model {model.name!r} were created in a tf.distribute strategy scope"
+    else:
+        return
+    raise ValueError(
+        f"SNIP runs outside tf.distribute, but {why}. Build the model and call snip.prune outside "
+        "`with strategy.scope():`, then rebuild the masked model inside the scope to train it there "
+        "(keras.models.clone_model(result.model), then set_weights)"
+    )
+
+
 def connection_sensitivity(
     model: keras.Model, batches: Any, *, prune_biases: bool = True, num_batches: int | None = 1,
-    from_logits: bool = True,
+    from_logits: bool | None = None,
 ) -> weight_masks.Scores:
     """Normalized connection sensitivity s_j / Σ_k s_k, s_j = |g_j · w_j|, of every prunable weight.
 
     Args:
-        model: a functional or Sequential classifier (logits out unless ``from_logits=False``).
+        model: a functional or Sequential classifier (see :func:`check_model`).
         batches: an (x, y) batch, a list of them, or a ``tf.data`` pipeline (see :func:`as_batches`).
         prune_biases: score biases too (the reference code does).
         num_batches: how many batches of a pipeline or list to use (None: all).
+        from_logits: whether the outputs are logits; None: yes unless the model ends in a softmax.
 
     Returns:
         {layer name: {weight name: scores}}, scores ≥ 0 summing to 1 over the whole model.
     """
-    data = training.as_batches(batches, model, num_batches)
+    check_model(model)
+    if from_logits is None:
+        from_logits = training.softmax_output(model) is None
+    data = training.as_batches(batches, model, num_batches, from_logits=from_logits)
     weights = weight_masks.prunable_weights(model, prune_biases)
     keys = [(layer, name) for layer, per in weights.items() for name in per]
     variables = [weights[layer][name] for layer, name in keys]
@@ -217,12 +246,14 @@ def prune(
         allow_empty_layers: accept a mask that removes every connection of a layer.
     """
     sparsity = weight_masks.check_sparsity(sparsity)
+    check_model(model)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     train_init = train_init or ("fresh" if init == "variance_scaling" else "same")
     if train_init not in TRAIN_INITS:
         raise ValueError(f"train_init must be one of {TRAIN_INITS}, got {train_init!r}")
-    data = training.as_batches(batches, model, num_batches)  # refuse bad batches before any work
+    # refuse bad batches before any work (a final softmax is fine: the loss takes probabilities then)
+    data = training.as_batches(batches, model, num_batches, from_logits=False)
     working = weight_masks.copy_model(model)
     if init == "variance_scaling":
         reinitialize(working, seed)

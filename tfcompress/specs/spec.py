@@ -66,6 +66,8 @@ class LayerSpec:
         maskable: weight masks may wrap the layer (its kernels, optionally its biases).
         depthwise: kernels are (k…, C_in, multiplier): fan-in k…, output channel c·multiplier + m.
         ternary: the ternary layer class that replaces exactly this class (set by the ternary layers' module).
+        decompose: how :mod:`tfcompress.decomposition` splits exactly this class into low-rank factors, or why
+            it does not (set by that module); None: the layer has no kernel to split.
         strip: how the layer becomes plain Keras at export; None: it is plain already.
         inner: for wrappers, ``layer → wrapped layer``.
         companions: ``layer → [(extra variable, base variable)]``: extra variables shaped like a base variable
@@ -83,6 +85,7 @@ class LayerSpec:
     maskable: bool = False
     depthwise: bool = False
     ternary: type | None = None
+    decompose: Any = None
     strip: StripRule | None = None
     inner: Callable[[Any], Any] | None = None
     companions: Callable[[Any], list[tuple[Any, Any]]] = _no_variables

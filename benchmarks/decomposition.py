@@ -1,0 +1,190 @@
+"""Tucker/SVD decomposition with a sparse residual vs channel pruning at the same MACs, measured on LiteRT.
+
+    python benchmarks/decomposition.py          # writes benchmarks/results/decomposition.{md,json,png}
+
+Models: the reference ResNet-20 (models/resnet20_fashion_mnist.keras) and a MobileNetV2 (width 0.5, 32×32)
+trained here for ``--mobilenet_epochs`` on Fashion-MNIST. Per model: data-free decompositions at several
+``--compression_factors`` without a sparse residual (``sparsity_weight=inf``: LiteRT runs a residual as a dense
+convolution) and the reference's own setting (``sparsity_weight=4``), an evaluation-led decomposition
+(``--max_acc_loss``, the reference's default method) and global L1 channel pruning at the MACs of the first
+data-free row. Every variant: test accuracy before and after one fine-tune epoch (SGD cosine from
+``--finetune_lr`` on ``--finetune_limit`` training images: the full 54,000 with ``--finetune_limit=0``),
+params (dense-stored and non-zero), MACs, .tflite size raw and gzip, LiteRT float32 parity, and latency float32
+and int8 measured at the end in interleaved rounds on ``--device`` (1 thread), with the host's fingerprint.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = flags.FLAGS
+flags.DEFINE_string("device", "litert", "Device (see tfcompress.latency.DEVICE_HELP).")
+flags.DEFINE_list("compression_factors", ["0.5", "0.8"], "Data-free budgets (no sparse residual).")
+flags.DEFINE_float("max_acc_loss", 0.02, "Evaluation-led accuracy budget (fraction).")
+flags.DEFINE_integer("holdout_limit", 300, "Evaluation-led: holdout images per comparison.")
+flags.DEFINE_bool("evaluation_led", True, "Include the evaluation-led row (the slowest).")
+flags.DEFINE_integer("finetune_limit", 20000, "Training images of the one fine-tune epoch (0: all).")
+flags.DEFINE_float("finetune_lr", 0.01, "Fine-tune learning rate (cosine).")
+flags.DEFINE_integer("mobilenet_epochs", 2, "Epochs to train the MobileNetV2 (0: skip it).")
+flags.DEFINE_integer("mobilenet_train_limit", 20000, "Training images for the MobileNetV2.")
+flags.DEFINE_integer("runs", 100, "Timed inferences per measurement (3 interleaved rounds, median).")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where the .md, .json and .png go.")
+
+
+def main(argv: list[str]) -> None:
+    import keras
+    import numpy as np
+
+    import tfcompress as tfc
+
+    started = time.monotonic()
+    keras.utils.set_random_seed(FLAGS.seed)
+    device = tfc.latency.open_device(FLAGS.device)
+    opts = {"image_size": 32, "batch_size": 128}
+    test = tfc.data.load("fashion_mnist", "test", **opts)
+    limit = FLAGS.finetune_limit or None
+    train = tfc.data.load("fashion_mnist", "train", holdout_fraction=0.1, augment=True, shuffle=True,
+                          seed=FLAGS.seed, limit=limit, **opts)
+    holdout_batches = tfc.data.load("fashion_mnist", "holdout", holdout_fraction=0.1, **opts).unbatch()
+    images, labels = zip(*holdout_batches.take(FLAGS.holdout_limit).as_numpy_iterator(), strict=True)
+    holdout = (np.stack(images), np.stack(labels))
+    calibration = np.concatenate([x for x, _ in train.take(2).as_numpy_iterator()])
+
+    def finetune(model):
+        steps = int(train.cardinality())
+        tfc.training.compile_classifier(model, tfc.training.sgd(FLAGS.finetune_lr, steps, "cosine"))
+        model.fit(train, epochs=1, verbose=0, callbacks=[tfc.training.StopOnNonFinite()])
+        return tfc.training.evaluate(model, test)["accuracy"]
+
+    models = {"resnet20": tfc.export.load_keras_model(REPO / "models" / "resnet20_fashion_mnist.keras")}
+    if FLAGS.mobilenet_epochs:
+        mobilenet = tfc.zoo.mobilenet_v2((32, 32, 1), 10, width_multiplier=0.5)
+        data = tfc.data.load("fashion_mnist", "train", holdout_fraction=0.1, augment=True, shuffle=True,
+                             seed=FLAGS.seed, limit=FLAGS.mobilenet_train_limit, **opts)
+        steps = FLAGS.mobilenet_epochs * int(data.cardinality())
+        tfc.training.compile_classifier(mobilenet, tfc.training.sgd(0.1, steps, "cosine"))
+        tick = time.monotonic()
+        mobilenet.fit(data, epochs=FLAGS.mobilenet_epochs, verbose=2)
+        print(f"MobileNetV2 trained in {time.monotonic() - tick:.0f} s")
+        models["mobilenet_v2"] = mobilenet
+
+    rows, variants = [], {}
+    for model_name, model in models.items():
+        base_accuracy = tfc.training.evaluate(model, test)["accuracy"]
+        settings = [(f"tucker data-free cf={cf}", {"compression_factor": float(cf), "sparsity_weight": float("inf")})
+                    for cf in FLAGS.compression_factors]
+        settings.append(("tucker data-free cf=0.5 +sparse (reference sw=4)", {"compression_factor": 0.5}))
+        if FLAGS.evaluation_led and model_name == "resnet20":
+            settings.append((f"tucker evaluation-led loss≤{FLAGS.max_acc_loss} (reference sw=4)",
+                             {"method": "evaluation", "max_acc_loss": FLAGS.max_acc_loss, "holdout": holdout}))
+        variants[(model_name, "original")] = model
+        rows.append({"model": model_name, "variant": "original", "accuracy": base_accuracy,
+                     "accuracy_fine_tuned": None, "seconds": 0.0})
+        target_macs = None
+        for label, kwargs in settings:
+            result = tfc.decomposition.decompose(model, **kwargs)
+            accuracy = tfc.training.evaluate(result.model, test)["accuracy"]
+            decomposed_accuracy = finetune(result.model)
+            print(f"{model_name} {label}: {result.seconds:.1f} s, accuracy {accuracy:.4f} → fine-tuned "
+                  f"{decomposed_accuracy:.4f} ({time.monotonic() - started:.0f} s so far)")
+            variants[(model_name, label)] = result.model
+            rows.append({"model": model_name, "variant": label, "accuracy": accuracy,
+                         "accuracy_fine_tuned": decomposed_accuracy, "seconds": round(result.seconds, 1),
+                         "layers": [c.to_dict() for c in result.layers]})
+            if target_macs is None:
+                target_macs = (tfc.profile.profile(result.model).total.macs / tfc.profile.profile(model).total.macs)
+        pruned = tfc.pruning.prune_channels(model, "l1", target_macs=target_macs).model
+        accuracy = tfc.training.evaluate(pruned, test)["accuracy"]
+        label = f"L1 channel pruning at {target_macs:.2f}× MACs"
+        rows.append({"model": model_name, "variant": label, "accuracy": accuracy,
+                     "accuracy_fine_tuned": finetune(pruned), "seconds": None})
+        variants[(model_name, label)] = pruned
+
+    # counts, sizes, parity, then every latency in interleaved rounds on a quiet machine
+    x_parity = np.concatenate([x for x, _ in test.take(2).as_numpy_iterator()])
+    with tempfile.TemporaryDirectory() as folder:
+        paths: dict[str, list[Path]] = {"float32": [], "int8": []}
+        for row, model in zip(rows, variants.values(), strict=True):
+            total = tfc.profile.profile(model).total
+            blobs = {}
+            for precision in paths:
+                extra = {"representative_data": calibration, "num_calibration_samples": 256} if precision == "int8" \
+                    else {}
+                blobs[precision] = tfc.export.to_tflite(model, precision, **extra)
+                paths[precision].append(Path(folder) / f"{len(paths[precision])}_{precision}.tflite")
+                paths[precision][-1].write_bytes(blobs[precision])
+            keras_logits = np.asarray(model(x_parity, training=False))
+            lite_logits = tfc.runtime.TFLiteModel(blobs["float32"]).predict(x_parity)
+            row.update(params=total.params, nonzero_params=total.nonzero_params, macs=total.macs,
+                       tflite_bytes=len(blobs["float32"]), gzip_bytes=len(gzip.compress(blobs["float32"], 9)),
+                       int8_gzip_bytes=len(gzip.compress(blobs["int8"], 9)),
+                       parity=float(np.abs(keras_logits - lite_logits).max() / np.ptp(keras_logits)))
+        for precision, models_paths in paths.items():
+            passes = [device.measure(models_paths, threads=1, runs=FLAGS.runs, warmup=5) for _ in range(3)]
+            for index, row in enumerate(rows):
+                row[f"{precision}_ms"] = float(np.median([results[index].latency_ms for results in passes]))
+    report = {"command": "python benchmarks/decomposition.py " + " ".join(argv[1:]),
+              "fingerprint": device.fingerprint(1), "finetune_images": limit or 54000,
+              "minutes": round((time.monotonic() - started) / 60, 1), "rows": rows}
+    write(report)
+
+
+def write(report: dict) -> None:
+    from tfcompress import files
+
+    out = Path(FLAGS.output_dir)
+    files.write_json(out / "decomposition.json", report)
+    fp = report["fingerprint"]
+    lines = [
+        "# Tucker/SVD decomposition (+ sparse residual) vs channel pruning, Fashion-MNIST 32×32", "",
+        f"Command: `{report['command']}` ({report['minutes']} min). Host: {fp.get('cpu')}, ISA "
+        f"{'/'.join(fp.get('isa', []) or [])}, {fp.get('runtime')} {fp.get('runtime_version', '')}, 1 thread. "
+        f"Fine-tune: one epoch of SGD (cosine from {FLAGS.finetune_lr}) on {report['finetune_images']:,} training "
+        "images with augmentation. Latency: median of 3 interleaved rounds.", "",
+        "| model | variant | acc. | after 1 ep. | params | non-zero | MACs | tflite KB | gzip KB | int8 gzip KB "
+        "| f32 ms | int8 ms | parity | decompose s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        fine = "–" if row["accuracy_fine_tuned"] is None else f"{100 * row['accuracy_fine_tuned']:.2f} %"
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {100 * row['accuracy']:.2f} % | {fine} | {row['params']:,} "
+            f"| {row['nonzero_params']:,} | {row['macs'] / 1e6:.2f} M | {row['tflite_bytes'] / 1024:.0f} "
+            f"| {row['gzip_bytes'] / 1024:.0f} | {row['int8_gzip_bytes'] / 1024:.0f} | {row['float32_ms']:.3f} "
+            f"| {row['int8_ms']:.3f} | {row['parity']:.1e} | {row['seconds'] if row['seconds'] is not None else '–'} |"
+        )
+    files.write_text(out / "decomposition.md", "\n".join(lines) + "\n")
+    plot(report, out / "decomposition.png")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfcompress import files
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key in zip(axes, ("float32_ms", "gzip_bytes"), strict=True):
+        for row in report["rows"]:
+            accuracy = row["accuracy_fine_tuned"] if row["accuracy_fine_tuned"] is not None else row["accuracy"]
+            value = row[key] / (1024 if key == "gzip_bytes" else 1)
+            ax.scatter([value], [100 * accuracy], marker="*" if row["variant"] == "original" else "o",
+                       label=f"{row['model']}: {row['variant']}")
+        ax.set_xlabel("float32 ms (LiteRT, 1 thread)" if key == "float32_ms" else ".tflite gzip KB (float32)")
+        ax.set_ylabel("test accuracy % (after 1 fine-tune epoch)")
+    axes[1].legend(fontsize=6)
+    figure.tight_layout()
+    files.write_png(path, figure)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from tfcompress.decomposition.blocks import effective_kernel_and_bias, factored_block, factoring_for, is_pointwise
 from tfcompress.decomposition.tucker import Structure, TuckerFactors, relative_error, sparse_partial_tucker
-from tfcompress.keras_graph import Call, GraphWalk, input_positions, output_positions, replace_layers
+from tfcompress.keras_graph import Call, GraphWalk, copy_layer, input_positions, output_positions, replace_layers
 from tfcompress.specs import class_path
 
 METHODS = ("data_free", "evaluation")
@@ -225,7 +225,7 @@ def decompose(
                 "structure": structure.label, "cost": cost,
                 "sparsity_weight": sparsity_weight if math.isfinite(sparsity_weight) else "inf",
                 "precision": precision, "n_iter_max": n_iter_max}
-    return DecompositionResult(decomposed, [choices[name] for name in choices], time.time() - start, settings)
+    return DecompositionResult(decomposed, list(choices.values()), time.time() - start, settings)
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -348,8 +348,7 @@ def _one_layer_model(target: Target, ranks: tuple[int, int] | None, sparse: bool
     inputs = keras.Input(target.call.input_shape)
     rng = np.random.default_rng(0)
     if ranks is None:
-        layer = type(base).from_config(base.get_config())
-        return keras.Model(inputs, layer(inputs))
+        return keras.Model(inputs, copy_layer(base)(inputs))
     *spatial, c_in, c_out = target.kernel.shape
     factors = TuckerFactors(rng.normal(size=(*spatial, *ranks)), rng.normal(size=(c_in, ranks[0])),
                             rng.normal(size=(c_out, ranks[1])),

@@ -70,6 +70,15 @@ CASES = [
     _case("train", "--model=lenet5", "--dataset=mnist", "--output={out}/m.keras", "offline? cannot reach"),
     _case("train", "--model=lenet_300_100", "--lr=1e30", "--momentum=0", "--epochs=1", "--data_dir={in}/tiny",
           "--output={out}/m.keras", "training diverged: the loss is"),
+    # distill: train.py with a teacher
+    _case("distill", "--model=lenet5", "--output={out}/m.keras", "--teacher"),
+    _case("distill", "--model=lenet5", "--teacher={in}/random.keras", "--output={out}/m.keras", "it is binary data"),
+    _case("distill", "--model=lenet5", "--teacher={in}/lenet5.keras", "--alpha=2", "--output={out}/m.keras",
+          "--alpha must be in [0, 1]"),
+    _case("distill", "--model=lenet5", f"--teacher={REPO / 'models' / 'resnet20_fashion_mnist.keras'}",
+          "--output={out}/m.keras", "has input shape (32, 32, 1) but the student"),
+    _case("distill", "--init_model={in}/lenet5.keras", "--teacher={in}/lenet5.keras", "--output={in}/lenet5.keras",
+          "same file as the input"),
     # evaluate: --json never destroys another kind of file; what a bad model file is
     _case("evaluate", LENET, "--json={in}/victim.keras", "exists and is a Keras model (.keras), not a JSON file"),
     _case("evaluate", LENET, "--json={in}/notes.txt", "exists and is a text file, not a JSON file"),
@@ -437,9 +446,12 @@ def _program(name: str):
         module = flags.FLAGS.find_module_defining_flag(flag)
         if module and module.startswith("tfcompress.cli"):
             delattr(flags.FLAGS, flag)
+    package = importlib.import_module("tfcompress.cli")
     for module in [m for m in sys.modules if m.startswith("tfcompress.cli.")]:
-        if module.rsplit(".", 1)[1] not in ("app", "compression"):  # these define no flag
+        short = module.rsplit(".", 1)[1]
+        if short not in ("app", "compression"):  # these define no flag
             del sys.modules[module]
+            vars(package).pop(short, None)  # else `from tfcompress.cli import train` finds the old module
     return importlib.import_module(f"tfcompress.cli.{name}")
 
 

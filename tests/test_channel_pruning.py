@@ -75,28 +75,30 @@ def test_bad_targets_are_refused():
 
 
 @pytest.mark.slow
-def test_prune_script_writes_model_and_kept_channels(tmp_path):
-    output = tmp_path / "lenet5_pruned.keras"
+def test_prune_script_writes_model_and_kept_channels(lenet5_macs50, tmp_path):
+    # lenet5_macs50 (tests/conftest.py): scripts/prune.py --importance=l1 --target_macs=0.5 --finetune_epochs=1
+    # --train_limit=3000 on the reference LeNet-5, run once for this test and tests/test_script_composition.py
     source = REPO / "models" / "lenet5_fashion_mnist.keras"
-    run_script("prune", f"--model={source}", "--importance=l1", "--target_macs=0.5", "--finetune_epochs=1",
-               "--train_limit=3000", f"--output={output}")
-    report = json.loads((tmp_path / "lenet5_pruned.keras.json").read_text())
+    report = json.loads(lenet5_macs50.with_name(lenet5_macs50.name + ".json").read_text())
     conv1 = next(g for g in report["groups"] if g["name"] == "conv1")
     assert conv1["layers"] == ["conv1"]  # keyed by layer names: re-appliable with --plan
     assert conv1["channels_before"] == 20 and conv1["channels_after"] == len(conv1["keep"]) < 20
     assert report["macs_after"] <= 0.5 * report["macs_before"]
     assert report["accuracy_finetuned"] > report["accuracy_pruned"] - 0.02 and report["accuracy_finetuned"] > 0.8
     assert report["flags"]["importance"] == "l1" and report["flags"]["target_macs"] == 0.5
-    assert PruningPlan.load(tmp_path / "lenet5_pruned.keras.json")["groups"] == report["groups"]
+    assert PruningPlan.load(lenet5_macs50.with_name(lenet5_macs50.name + ".json"))["groups"] == report["groups"]
+    # OUTPUT and OUTPUT.json, nothing else (`built` is the marker of tests/conftest.py's built_once)
+    assert sorted(p.name for p in lenet5_macs50.parent.iterdir()) == [
+        "built", "lenet5_macs50.keras", "lenet5_macs50.keras.json"]
     refused = run_script("prune", f"--model={source}", "--target_channels=0.8", f"--output={source}", check=False)
     assert refused.returncode != 0 and "same file as the input" in refused.stderr
     both = run_script("prune", f"--model={source}", "--target_channels=0.8", "--target_macs=0.5",
-                      f"--output={tmp_path / 'both.keras'}", check=False)
+                      f"--output={tmp_path / 'both.keras'}", check=False, fresh=True)  # prune.py's fresh process
     assert both.returncode != 0 and "give exactly one of --target_channels" in both.stderr
     removed = run_script("prune", f"--model={source}", "--target_channels=0", f"--output={tmp_path / 'x.keras'}",
                          check=False)
     assert removed.returncode != 0 and "fraction of the original kept" in removed.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5_pruned.keras", "lenet5_pruned.keras.json"]
+    assert list(tmp_path.iterdir()) == []  # the refused runs wrote nothing
 
 
 def test_channel_multiple_keeps_simd_friendly_counts_and_meets_the_target():

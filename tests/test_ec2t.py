@@ -1,8 +1,6 @@
 """EC2T: the assignment rule and Λ against hand-computed values, the two phases, ECP, errors, MirroredStrategy."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -10,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, run_json_program, run_script
 from tfcompress.quantization import ec2t, ternary
 
 # Hand-worked example (see test_assignment_and_lambda_by_hand): mean 0.075, Σ(W−mean)² = 1.995.
@@ -191,12 +189,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus():
-    process = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result = run_json_program(MIRRORED_SCRIPT)
     assert result["replicas"] == 2
     assert result["consistent"] and result["replicas_agree"], result
     assert result["steps"] == [6.0, 6.0]
@@ -237,6 +230,6 @@ def test_ternarize_script_end_to_end(tmp_path):
 def test_ternarize_script_bad_input(tmp_path, flag, message):
     output = tmp_path / "out.keras"
     process = run_script("ternarize", f"--model={REPO / 'models' / 'lenet5_fashion_mnist.keras'}", flag,
-                         f"--output={output}", check=False)
+                         f"--output={output}", check=False, fresh=flag == "--epochs=0")  # one in a new interpreter
     assert process.returncode != 0 and message in process.stderr
     assert not output.exists()

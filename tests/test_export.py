@@ -60,7 +60,8 @@ def test_lenet5_reference_parity_on_the_full_test_set(lenet5, quantization, int8
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_resnet20_reference_parity(quantization):
     model = export.load_keras_model(RESNET20)
-    flatbuffer = export.to_tflite(model, quantization, representative_data=_calibration(model))
+    calibration = _calibration(model) if quantization == "int8" else None  # float32 takes no calibration data
+    flatbuffer = export.to_tflite(model, quantization, representative_data=calibration)
     report = runtime.parity(model, flatbuffer, _test_split(model, 500), limit=2000)
     if quantization == "float32":
         assert report.relative_max_abs_diff <= 1e-4, report
@@ -179,7 +180,7 @@ def test_export_evaluate_scripts_round_trip(tmp_path):
     assert report["size"]["tflite_bytes"] == output.stat().st_size
     assert report["stripped"] == {}  # a plain model: nothing to strip (tests/test_script_composition.py: the rest)
     evaluation = tmp_path / "eval.json"
-    run_script("evaluate", f"--model={output}", f"--json={evaluation}")
+    run_script("evaluate", f"--model={output}", f"--json={evaluation}", fresh=True)  # evaluate.py's fresh process
     result = json.loads(evaluation.read_text())
     assert result["runtime"] == "litert" and result["examples"] == 10000
     keras_accuracy = json.loads((REPO / "models" / "lenet5_fashion_mnist.keras.json").read_text())["test_accuracy"]
@@ -190,7 +191,8 @@ def test_export_evaluate_scripts_round_trip(tmp_path):
 def test_export_script_refuses_bad_input_and_writes_nothing(tmp_path):
     not_a_model = tmp_path / "model.keras"
     not_a_model.write_text("hello")
-    process = run_script("export", f"--model={not_a_model}", f"--output={tmp_path / 'out.tflite'}", check=False)
+    process = run_script("export", f"--model={not_a_model}", f"--output={tmp_path / 'out.tflite'}", check=False,
+                         fresh=True)  # export.py's run in a fresh interpreter
     assert process.returncode != 0 and "could not be loaded" in process.stderr
     process = run_script("export", f"--model={LENET5}", f"--output={LENET5}", check=False)
     assert process.returncode != 0 and "--output must end in .tflite" in process.stderr

@@ -494,7 +494,7 @@ def test_cli_refuses_a_non_tflite_file_and_writes_nothing(tmp_path):
     not_a_model = tmp_path / "notes.txt"
     not_a_model.write_text("hello, world")
     process = run_script("benchmark", f"--tflite={not_a_model}", f"--json={tmp_path / 'r.json'}", check=False,
-                         timeout=300)
+                         timeout=300, fresh=True)  # benchmark.py's run in a fresh interpreter
     assert process.returncode != 0
     assert "is not a TFLite model" in process.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

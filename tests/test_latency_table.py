@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, built_once, run_file, run_script
 from tests.sshd import sshd_server_fixture  # noqa: F401  (provides sshd_server)
 from tfcompress import latency, zoo
 from tfcompress.graph import ChannelGraph
@@ -49,8 +49,13 @@ def model():
 
 @pytest.fixture(scope="module")
 def table(model, tmp_path_factory):
-    output = tmp_path_factory.mktemp("table") / "small.npz"
-    return latency.build_table(model, "litert", output=output, precisions=("float32", "int8"), **FAST)
+    """The float32 and int8 table of ``model`` (measured once per test run, whichever xdist worker needs it first;
+    the others load it)."""
+
+    def build(folder):
+        latency.build_table(model, "litert", output=folder / "small.npz", precisions=("float32", "int8"), **FAST)
+
+    return Table.load(built_once(tmp_path_factory, "small_table", build) / "small.npz")
 
 
 # ------------------------------------------------------------------------------------------------- units
@@ -274,7 +279,7 @@ def test_build_killed_with_sigkill_resumes_without_measuring_twice(tmp_path):
     process.wait()
     before = [json.loads(line) for line in journal.read_text().splitlines()[1:] if line.endswith("}")]
     assert len(before) > 10 and not output.exists()
-    subprocess.run([sys.executable, str(script), "resume"], env=env, check=True, capture_output=True, timeout=300)
+    run_file(script, "resume", timeout=300)  # forked from tests/script_server.py: no second TensorFlow import
     records = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
     pairs = [(r["task"], r["repeat"]) for r in records]
     assert len(pairs) == len(set(pairs))  # nothing measured twice
@@ -299,7 +304,7 @@ def test_script_builds_predicts_and_measures(model, tmp_path):
     assert "predicted_ms:" in result.stdout and "measured_ms:" in result.stdout
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["predicted_ms"] > 0 and report["measured_ms"] > 0 and abs(report["error"]) < 1.0
-    bad = run_script("latency_table", f"--model={source}", check=False)
+    bad = run_script("latency_table", f"--model={source}", check=False, fresh=True)  # a fresh interpreter
     assert bad.returncode != 0 and "--output is required" in bad.stderr
 
 

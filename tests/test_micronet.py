@@ -232,7 +232,7 @@ def test_score_script_writes_json(tmp_path):
     assert written["total"]["params"] == pytest.approx(expected.total.params)
     assert "TernaryConv2D" in process.stdout and "ternary" in process.stdout
 
-    missing = run_script("score", f"--model={tmp_path / 'nope.keras'}", check=False)
+    missing = run_script("score", f"--model={tmp_path / 'nope.keras'}", check=False, fresh=True)  # a new interpreter
     assert missing.returncode != 0 and "no such file" in missing.stderr
 
     garbage = tmp_path / "garbage.keras"

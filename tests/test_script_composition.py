@@ -33,12 +33,11 @@ def channels_after(path, layer: str) -> int:
     return next(g["channels_after"] for g in sidecar(path)["groups"] if g["layers"] == [layer])
 
 
-@pytest.fixture(scope="module")
-def pruned(tmp_path_factory):
-    """prune.py --target_macs=0.5 with one epoch of fine-tuning on the reference LeNet-5 (and its OUTPUT.json)."""
-    output = tmp_path_factory.mktemp("pruned") / "lenet5_macs50.keras"
-    run_script("prune", f"--model={LENET5}", "--target_macs=0.5", "--finetune_epochs=1", LIMIT, f"--output={output}")
-    return output
+@pytest.fixture
+def pruned(lenet5_macs50):
+    """prune.py --target_macs=0.5 with one epoch of fine-tuning on the reference LeNet-5 (and its OUTPUT.json):
+    ``lenet5_macs50`` of tests/conftest.py, shared with tests/test_channel_pruning.py (read only)."""
+    return lenet5_macs50
 
 
 def _masked_weights(model) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:

@@ -32,6 +32,7 @@ if _keras.backend.backend() != "tensorflow":
 from tfcompress import (  # noqa: E402
     data,
     decomposition,
+    distill,
     export,
     files,
     graph,
@@ -51,6 +52,6 @@ from tfcompress import (  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "decomposition", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile", "pruning",
-    "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
+    "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile",
+    "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
 ]

@@ -115,6 +115,12 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
     return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(loss))), "examples": int(labels.size)}
 
 
+def student_of(model: keras.Model) -> keras.Model:
+    """The model a compression callback acts on: the student of a :class:`tfcompress.distill.Distiller` being
+    trained (not its frozen teacher), else ``model`` itself."""
+    return getattr(model, "student", None) or model
+
+
 # ----------------------------------------------------------------------------------- what a model must be
 
 

@@ -8,6 +8,14 @@ both atomically. ``OUTPUT.ckpt/`` holds the last epoch's weights and optimizer s
 case a kill truncates the latest) until both outputs are written, so that a run killed at any point, even
 after its last epoch, loses at most the epoch under way: ``--resume`` continues from it. A loss or weights
 that turn NaN stop the run with an error naming the epoch and batch.
+
+With ``--teacher=T.keras`` the model is trained by knowledge distillation from T (:class:`tfcompress.distill.
+Distiller`: ``--alpha`` × the labels' cross-entropy + (1 − ``--alpha``) × T² × the cross-entropy of the teacher's
+outputs softened by ``--temperature``); ``scripts/distill.py`` is this program with ``--teacher`` required, e.g.
+to fine-tune a pruned model from its original:
+
+    python scripts/distill.py --init_model=/tmp/pruned.keras --teacher=models/resnet20_fashion_mnist.keras \
+        --epochs=5 --lr=0.01 --output=/tmp/pruned_kd.keras
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (q
 flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling, augmentation).")
 flags.DEFINE_string("output", None, "Output .keras path.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run from OUTPUT.ckpt/.")
+flags.DEFINE_string("teacher", None, "A trained .keras model to distil from (same input and classes).")
+flags.DEFINE_float("alpha", 0.1, "Distillation: weight of the labels' cross-entropy; 1 − alpha weighs the "
+                   "teacher's (thesis code default 0.1; its report's best 0.2).")
+flags.DEFINE_float("temperature", 5.0, "Distillation temperature T (thesis code default 5; its report's best 2).")
 
 define_image_size_flag()
 define_dataset_flags()
@@ -44,6 +56,8 @@ define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g.
 flags.mark_flag_as_required("output")
 flags.register_validator("holdout", lambda v: 0.0 <= v < 1.0, message="--holdout must be in [0, 1)")
 flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
+flags.register_validator("alpha", lambda v: 0.0 <= v <= 1.0, message="--alpha must be in [0, 1]")
+flags.register_validator("temperature", lambda v: v > 0, message="--temperature must be > 0")
 flags.register_multi_flags_validator(
     ["model", "init_model"], lambda f: bool(f["model"]) != bool(f["init_model"]),
     message="give exactly one of --model (build from the zoo) or --init_model (continue a .keras file)",
@@ -56,8 +70,9 @@ def main(argv: list[str]) -> None:
 
     import tfcompress as tfc
 
-    output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.init_model])
-    sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.init_model])
+    inputs = [FLAGS.init_model, FLAGS.teacher]
+    output = tfc.files.check_output(FLAGS.output, inputs=inputs)
+    sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=inputs)
     checkpoint_dir = tfc.files.check_output_folder(output.with_name(output.name + ".ckpt"))
     if checkpoint_dir.exists() and not FLAGS.resume:
         raise app.UsageError(
@@ -83,12 +98,20 @@ def main(argv: list[str]) -> None:
     if not FLAGS.init_model:
         shape = tfc.data.input_shape(FLAGS.dataset, **options)
         model = tfc.zoo.build(FLAGS.model, shape, spec.num_classes, **json.loads(FLAGS.model_args))
+    student = model
+    if FLAGS.teacher:  # what fit trains; `student` is what is evaluated and saved
+        teacher = tfc.export.load_keras_model(FLAGS.teacher)
+        model = tfc.distill.Distiller(student, teacher, alpha=FLAGS.alpha, temperature=FLAGS.temperature)
+        logging.info("distilling from %s (alpha %g, T %g)", FLAGS.teacher, FLAGS.alpha, FLAGS.temperature)
     steps_per_epoch = int(train.cardinality())
     optimizer = tfc.training.sgd(
         FLAGS.lr, FLAGS.epochs * steps_per_epoch, FLAGS.schedule, FLAGS.momentum, FLAGS.weight_decay
     )
-    tfc.training.compile_classifier(model, optimizer)
-    model.summary(print_fn=logging.info)
+    if FLAGS.teacher:
+        model.compile(optimizer)
+    else:
+        tfc.training.compile_classifier(model, optimizer)
+    student.summary(print_fn=logging.info)
 
     resumed_from_epoch = _restore_point(model, checkpoint_dir) if FLAGS.resume else 0
     if resumed_from_epoch:
@@ -105,16 +128,16 @@ def main(argv: list[str]) -> None:
                                           "it (with the new flags), or delete it" if kept else str(error)) from None
     train_seconds = time.time() - start
 
-    metrics = tfc.training.evaluate(model, test)
-    tfc.files.save_model(model, output)
+    metrics = tfc.training.evaluate(student, test)
+    tfc.files.save_model(student, output)
     report = {
         "model": FLAGS.model or Path(FLAGS.init_model).name,
         "dataset": FLAGS.dataset,
-        "input_shape": list(model.input_shape[1:]),
+        "input_shape": list(student.input_shape[1:]),
         "test_accuracy": metrics["accuracy"],
         "test_loss": metrics["loss"],
-        "params": model.count_params(),
-        "trainable_params": sum(int(w.numpy().size) for w in model.trainable_weights),
+        "params": student.count_params(),
+        "trainable_params": sum(int(w.numpy().size) for w in student.trainable_weights),
         "epochs": FLAGS.epochs,
         "resumed_from_epoch": resumed_from_epoch,
         "train_seconds_this_run": round(train_seconds, 1),
@@ -132,6 +155,7 @@ def main(argv: list[str]) -> None:
 _OWN_FLAGS = (
     "model", "init_model", "model_args", "dataset", "data_dir", "image_size", "channels", "epochs", "batch_size",
     "lr", "schedule", "weight_decay", "momentum", "augment", "holdout", "train_limit", "seed", "output", "resume",
+    "teacher", "alpha", "temperature",
 )
 
 

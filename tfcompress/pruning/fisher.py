@@ -161,8 +161,8 @@ class FisherPruning(keras.callbacks.Callback):
         self.steps = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.graph is None or self.graph.model is not self.model:
-            self.attach(self.model)
+        if self.graph is None or self.graph.model is not training.student_of(self.model):
+            self.attach(training.student_of(self.model))
         reset_fisher(self.graph)
         self.masks = {g: np.asarray(m) for g, m in fold_channel_masks(self.graph, {}).items()}
         self.reached = self.fraction_left() <= self.target
@@ -208,7 +208,7 @@ class FisherPruning(keras.callbacks.Callback):
             mask = self.masks.get(group, np.ones(self._full[group], bool)).copy()
             mask[channels] = False
             self.masks[group] = mask
-        set_channel_masks(self.model, self.masks, graph=self.graph)
+        set_channel_masks(training.student_of(self.model), self.masks, graph=self.graph)
         left = self.fraction_left()
         self.reached = left <= self.target
         counts = self.counts()

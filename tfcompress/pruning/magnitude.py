@@ -23,6 +23,7 @@ import numpy as np
 
 from tfcompress.keras_graph import iter_layers
 from tfcompress.pruning import weight_masks
+from tfcompress.training import student_of
 
 
 def random_masks(
@@ -120,7 +121,7 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each pruning step
 
     def _wrappers(self) -> list[weight_masks.WeightMask]:
-        return [layer for layer in iter_layers(self.model) if isinstance(layer, weight_masks.WeightMask)]
+        return [layer for layer in iter_layers(student_of(self.model)) if isinstance(layer, weight_masks.WeightMask)]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self._wrappers():

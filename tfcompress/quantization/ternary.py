@@ -46,6 +46,7 @@ from keras import ops
 from tfcompress import specs, training
 from tfcompress.keras_graph import GraphWalk, iter_layers, replace_layers
 from tfcompress.quantization.ternary_counting import count_ternary
+from tfcompress.training import student_of
 
 MODES = ("ternary", "prune")
 # Constructor arguments a ternary layer adds to its plain base layer (dropped again by strip).
@@ -411,7 +412,7 @@ class AssignmentCallback(keras.callbacks.Callback):
     @property
     def layers(self) -> list[TernaryMixin]:
         if self._layers is None:
-            self._layers = ternary_layers(self.model)
+            self._layers = ternary_layers(student_of(self.model))
         return self._layers
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -445,7 +446,7 @@ class AssignmentCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
-            logs["ternary_sparsity"] = sparsity(self.model)
+            logs["ternary_sparsity"] = sparsity(student_of(self.model))
 
 
 def fit(

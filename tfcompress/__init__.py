@@ -39,6 +39,7 @@ from tfcompress import (  # noqa: E402
     keras_graph,
     latency,
     micronet,
+    pipeline,
     profile,
     pruning,
     quantization,
@@ -52,6 +53,6 @@ from tfcompress import (  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet", "profile",
-    "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
+    "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet", "pipeline",
+    "profile", "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
 ]

@@ -1,0 +1,9 @@
+"""Compression pipelines: recipes of stages run and measured one after the other (:mod:`.recipe`,
+:mod:`.stages`, :mod:`.run`)."""
+
+from tfcompress.pipeline.recipe import Recipe, RecipeError, Stage
+from tfcompress.pipeline.run import Measurement, PipelineResult, measure_row, run_recipe, write_summary
+from tfcompress.pipeline.stages import STAGES, Context
+
+__all__ = ["STAGES", "Context", "Measurement", "PipelineResult", "Recipe", "RecipeError", "Stage", "measure_row",
+           "run_recipe", "write_summary"]

@@ -1,0 +1,226 @@
+"""Runs a recipe stage by stage: each stage's model and report row are written to the run's folder as soon as
+the stage ends, so a killed run resumes at the first stage not finished, and one summary table and plot are
+written at the end.
+
+    result = tfcompress.pipeline.run_recipe(model, recipe, context, folder="runs/r20", device="litert")
+    result.rows, result.model, result.tflite
+
+The folder holds ``00_original/``, ``01_prune/``, … (``model.keras`` and ``row.json`` each), ``model.keras`` and
+``model.tflite`` (the last stage's, at the recipe's final precision), ``recipe.json`` and ``summary.md``,
+``summary.json``, ``summary.png``. A stage whose folder holds a row for the same stage, settings and earlier
+stages is not run again; from the first stage that differs, every stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress import export, files, latency, micronet, report, runtime, training
+from tfcompress.pipeline.recipe import Recipe, Stage
+from tfcompress.pipeline.stages import STAGES, Context
+from tfcompress.profile import profile
+
+ROW_FORMAT = "tfcompress-pipeline-row-1"
+SUMMARY_COLUMNS = (
+    ("step", "step"), ("stage", "stage"), ("precision", "precision"), ("keras_accuracy", "Keras acc."),
+    ("litert_accuracy", "LiteRT acc."), ("params", "params"), ("nonzero_params", "non-zero"), ("macs", "MACs"),
+    ("tflite_bytes", "tflite B"), ("gzip_bytes", "gzip B"), ("latency_ms", "latency ms"),
+    ("micronet_score", "MicroNet"), ("seconds", "stage s"),
+)
+
+
+@dataclasses.dataclass
+class Measurement:
+    """How each row is measured: on ``device`` with ``threads`` and ``runs`` timed inferences; LiteRT accuracy
+    on the first ``eval_limit`` test images (None: all); int8 calibrated on ``calibration`` images."""
+
+    device: str | latency.Device = "litert"
+    threads: int = 1
+    runs: int = 50
+    eval_limit: int | None = 2000
+    calibration: np.ndarray | None = None
+    micronet_task: str = "cifar100"
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    """The rows (one per stage, the input model's first), the last stage's model and its ``.tflite`` path."""
+
+    rows: list[dict[str, Any]]
+    model: keras.Model
+    tflite: Path
+    folder: Path
+
+    def table(self) -> str:
+        return report.markdown_table(self.rows, SUMMARY_COLUMNS)
+
+
+def measure_row(model: keras.Model, precision: str, context: Context, measurement: Measurement,
+                tflite_path: str | Path | None = None) -> dict[str, Any]:
+    """One report row of ``model`` exported at ``precision``: Keras and LiteRT accuracy, params, non-zeros, MACs,
+    size raw and gzip, latency measured on the device (and its fingerprint), MicroNet score."""
+    calibration = {}
+    if precision == "int8":
+        calibration = {"representative_data": _calibration(context, measurement), "num_calibration_samples": 256}
+    flatbuffer = export.to_tflite(model, precision, output=tflite_path, **calibration)
+    counts = profile(export.strip(model)).total
+    device = latency.open_device(measurement.device)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        path.write_bytes(flatbuffer)
+        timed, = device.measure([path], threads=measurement.threads, runs=measurement.runs, warmup=5)
+    lite = runtime.evaluate_tflite(runtime.TFLiteModel(flatbuffer), context.test, limit=measurement.eval_limit)
+    return {
+        "precision": precision,
+        "keras_accuracy": training.evaluate(model, context.test)["accuracy"],
+        "litert_accuracy": lite["accuracy"],
+        "litert_examples": lite["examples"],
+        "params": counts.params,
+        "nonzero_params": counts.nonzero_params,
+        "macs": counts.macs,
+        "tflite_bytes": len(flatbuffer),
+        "gzip_bytes": len(gzip.compress(flatbuffer, 9)),
+        "latency_ms": round(timed.latency_ms, 4),
+        "micronet_score": round(micronet.score(export.strip(model), measurement.micronet_task).score, 5),
+        "host": device.fingerprint(measurement.threads),
+    }
+
+
+def _calibration(context: Context, measurement: Measurement) -> np.ndarray:
+    if measurement.calibration is not None:
+        return measurement.calibration
+    images = [x for x, _ in context.train.take(4).as_numpy_iterator()]
+    measurement.calibration = np.concatenate(images)[:256]
+    return measurement.calibration
+
+
+def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], context: Context, folder: str | Path,
+               measurement: Measurement | None = None, *, seed: int = 0) -> PipelineResult:
+    """Runs ``recipe`` on ``model`` (not changed) and writes every stage's model and row under ``folder``.
+
+    Raises:
+        RecipeError: the recipe cannot run (before any work).
+        NonFiniteError: a stage produced NaN weights (the stage is named).
+    """
+    recipe = Recipe.parse(recipe)
+    measurement = measurement or Measurement()
+    folder = files.check_output_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
+    training.check_finite(model, f"model {model.name!r}")
+    source = {"model": model.name, "weights_sha256": _weights_digest(model)}
+    key = {"source": source, "stage": None, "before": [], "precision": "float32"}
+    rows = [_finished_row(folder / "00_original", key)
+            or _stage_row(folder / "00_original", None, model, "float32", context, measurement, 0.0, key)]
+    history: list[dict[str, Any]] = []
+    current, resuming = model, True
+    for index, stage in enumerate(recipe.stages):
+        step_folder = folder / f"{index + 1:02d}_{stage.stage}"
+        precision = recipe.precision_after(index)
+        key = {"source": source, "stage": stage.to_dict(), "before": list(history), "precision": precision}
+        done = _finished_row(step_folder, key) if resuming else None
+        if done is not None:
+            context.say(f"step {index + 1} {stage.label}: done before, loaded from {step_folder}")
+            current = keras.models.load_model(step_folder / "model.keras")
+            rows.append(done)
+        else:
+            resuming = False
+            context.say(f"step {index + 1} {stage.label} …")
+            keras.utils.set_random_seed(seed + index + 1)
+            tick = time.monotonic()
+            current = STAGES[stage.stage](current, context, **stage.params)
+            training.check_finite(current, f"the model after step {index + 1} ({stage.label})")
+            rows.append(_stage_row(step_folder, stage, current, precision, context, measurement,
+                                   time.monotonic() - tick, key))
+        history.append(stage.to_dict())
+        context.say(_summary_line(rows[-1]))
+    final = recipe.precision_after(len(recipe.stages) - 1)
+    files.save_model(current, folder / "model.keras")
+    tflite = folder / "model.tflite"
+    files.write_bytes(tflite, (folder / f"{len(recipe.stages):02d}_{recipe.stages[-1].stage}" / "model.tflite")
+                      .read_bytes())
+    write_summary(rows, folder, final)
+    return PipelineResult(rows, current, tflite, folder)
+
+
+def _stage_row(step_folder: Path, stage: Stage | None, model: keras.Model, precision: str, context: Context,
+               measurement: Measurement, seconds: float, key: dict[str, Any]) -> dict[str, Any]:
+    step_folder.mkdir(parents=True, exist_ok=True)
+    row = {"step": step_folder.name, "stage": "original" if stage is None else stage.label,
+           **measure_row(model, precision, context, measurement, step_folder / "model.tflite"),
+           "seconds": round(seconds, 1)}
+    files.save_model(model, step_folder / "model.keras")
+    files.write_json(step_folder / "row.json", {"format": ROW_FORMAT, "key": key, "row": row})  # last: done
+    return row
+
+
+def _weights_digest(model: keras.Model) -> str:
+    """What identifies the run's input model: a SHA-256 of its weights, in order."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _finished_row(step_folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        saved = json.loads((step_folder / "row.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = saved.get("format") == ROW_FORMAT and saved.get("key") == json.loads(json.dumps(key))
+    return saved["row"] if same and (step_folder / "model.keras").is_file() else None
+
+
+def _summary_line(row: dict[str, Any]) -> str:
+    return (f"  {row['stage']}: Keras {row['keras_accuracy']:.4f}, LiteRT {row['litert_accuracy']:.4f} "
+            f"({row['precision']}), {row['params']:,} params, {row['macs'] / 1e6:.2f} M MACs, "
+            f"{row['gzip_bytes'] / 1024:.0f} KB gzip, {row['latency_ms']:.3f} ms")
+
+
+def write_summary(rows: list[dict[str, Any]], folder: str | Path, precision: str) -> None:
+    """``summary.md`` (table + host), ``summary.json`` and ``summary.png`` (accuracy vs latency by stage)."""
+    folder = Path(folder)
+    host = rows[0]["host"]
+    text = (f"# Compression run ({len(rows) - 1} stages, final precision {precision})\n\n"
+            f"Host: {host.get('cpu', '?')}, ISA {'/'.join(host.get('isa', []) or ['?'])}, {host.get('runtime')} "
+            f"{host.get('runtime_version')}, {host.get('threads')} thread(s), device {host.get('device')}. "
+            "LiteRT accuracy on the first "
+            f"{rows[0]['litert_examples']:,} test images; Keras accuracy on the whole test split.\n\n"
+            f"{report.markdown_table(rows, SUMMARY_COLUMNS)}\n")
+    files.write_text(folder / "summary.md", text)
+    files.write_json(folder / "summary.json", {"rows": rows, "precision": precision})
+    plot_stages(rows, folder / "summary.png")
+
+
+def plot_stages(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """LiteRT accuracy against measured latency, one labelled point per stage, joined in order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    xs = [row["latency_ms"] for row in rows]
+    ys = [100 * row["litert_accuracy"] for row in rows]
+    axes.plot(xs, ys, "-o", color="tab:blue")
+    for row, x, y in zip(rows, xs, ys, strict=True):
+        axes.annotate(f"{row['step'][:2]} {row['stage'].split('(')[0]} ({row['precision']})", (x, y),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xlabel(f"measured latency, ms ({rows[0]['host'].get('device')}, {rows[0]['host'].get('threads')} thr.)")
+    axes.set_ylabel("LiteRT top-1 accuracy, %")
+    axes.set_title("accuracy vs latency, stage by stage")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    files.write_png(path, figure)
+    plt.close(figure)

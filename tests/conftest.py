@@ -255,6 +255,10 @@ SLOW_TESTS = {  # nodeid, or nodeid without its [parameters] for every parameter
     "tests/test_ec2t.py::test_ternarize_script_end_to_end": 40,
     "tests/test_distill.py::test_distill_script_trains_a_fresh_student_from_the_reference_lenet5": 30,
     "tests/test_distill.py::test_mirrored_strategy_takes_the_same_step_as_one_device": 12,
+    "tests/test_pipeline.py::test_budget_mode_meets_a_reachable_budget_by_measurement": 45,
+    "tests/test_pipeline.py::test_prune_distill_ternarize_int8_chain_measures_every_stage_and_resumes": 35,
+    "tests/test_pipeline.py::test_sparsify_then_decompose_then_finetune_keeps_the_chain_honest": 20,
+    "tests/test_pipeline.py::test_an_unreachable_budget_says_so_and_keeps_the_best_pair": 13,
     "tests/test_ec2t.py::test_mirrored_strategy_over_two_logical_cpus": 12,
     "tests/test_keras_coverage.py::test_applications[EfficientNetB0]": 38,
     "tests/test_keras_coverage.py::test_applications": 25,
@@ -272,7 +276,7 @@ SLOW_TESTS = {  # nodeid, or nodeid without its [parameters] for every parameter
 }
 SLOW_DEFAULT, FAST_DEFAULT = 4.0, 0.5
 # Tests sharing an artefact of built_once run one after the other in one worker: the other does not wait on the lock.
-SHARED_ARTEFACTS = ("fashion_latency", "lenet5_macs50")
+SHARED_ARTEFACTS = ("fashion_latency", "lenet5_macs50", "lenet_budget")
 
 
 def expected_seconds(item) -> float:

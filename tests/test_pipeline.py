@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -109,3 +110,83 @@ def test_sparsify_then_decompose_then_finetune_keeps_the_chain_honest(context, t
     assert tuned["nonzero_params"] == sparse["nonzero_params"]  # the masks held through fine-tuning
     assert decomposed["macs"] < tuned["macs"]
     assert all(abs(row["litert_accuracy"] - row["keras_accuracy"]) < 0.05 for row in result.rows)
+
+
+# ------------------------------------------------------------------------------------------- budget mode
+
+
+@pytest.fixture(scope="module")
+def lenet_budget(context, tmp_path_factory):
+    """LeNet-5 compressed in float32 to 0.75× its measured float32 latency within 5 points (l1 + distillation, one
+    epoch on 2048 images per round: a test of the mechanism, benchmarks/compress.py measures the quality), run
+    once for the tests below."""
+    from tests.test_latency_table import FAST
+    from tfcompress import latency
+
+    folder = tmp_path_factory.mktemp("budget")
+    table = folder / "lenet5_table.npz"  # both precisions, measured quickly (the table tests test building)
+    latency.build_table(context.original, "litert", output=table, precisions=("float32", "int8"), **FAST)
+    lines = []
+    context.progress = lines.append
+    result = pipeline.compress(context.original, context, folder=folder / "run", latency_fraction=0.75,
+                               max_accuracy_drop=5.0, method="l1", measurement=Measurement(runs=30, eval_limit=500),
+                               table_path=table, precision="float32")
+    return result, folder, lines
+
+
+@pytest.mark.slow
+def test_budget_mode_meets_a_reachable_budget_by_measurement(lenet_budget, context):
+    result, folder, lines = lenet_budget
+    original, original_int8, *rounds = result.rows
+    assert result.met and "met:" in result.message, result.message
+    assert result.target_ms == pytest.approx(0.75 * original["latency_ms"])
+    assert rounds and rounds[-1]["latency_ms"] <= result.target_ms  # measured on the device, not predicted
+    assert rounds[-1]["ratio_to_float32"] <= 0.75  # side by side with the original, in one session
+    assert rounds[-1]["round_drop_points"] <= 5.0
+    assert original_int8["precision"] == "int8" and rounds[-1]["precision"] == result.precision == "float32"
+    assert any(line.startswith(f"latency table {folder / 'lenet5_table.npz'}") for line in lines)
+    saved = json.loads((folder / "run" / "budget.json").read_text())
+    assert saved["met"] and saved["recipe"] == result.recipe.to_list() and Path(saved["table"]).is_file()
+    lite = runtime.TFLiteModel(folder / "run" / "model.tflite")
+    assert lite.predict(next(iter(context.test))[0][:8]).shape == (8, 10)
+    # the recipe written beside it reproduces the architecture from the input model (with the same table)
+    context.table = pipeline.budget.latency.Table.load(saved["table"])
+    again = pipeline.run_recipe(context.original, result.recipe.to_list()[:1], context, folder / "again",
+                                Measurement(runs=5, eval_limit=100))
+    assert again.model.count_params() == keras.models.load_model(folder / "run" / "model.keras").count_params()
+
+
+@pytest.mark.slow
+def test_an_unreachable_budget_says_so_and_keeps_the_best_pair(lenet_budget, context, tmp_path):
+    result, folder, _ = lenet_budget
+    table = json.loads((folder / "run" / "budget.json").read_text())["table"]
+    missed = pipeline.compress(context.original, context, folder=tmp_path / "run", latency_ms=1e-4,
+                               max_accuracy_drop=0.0, method="uniform", max_rounds=1, table_path=table,
+                               measurement=Measurement(runs=10, eval_limit=300), precision=result.precision)
+    assert not missed.met and "NOT met in 1 round(s)" in missed.message and "Best reached:" in missed.message
+    assert missed.rows[-1]["latency_ms"] < missed.rows[0]["latency_ms"]  # it did prune, as far as the table goes
+    assert (tmp_path / "run" / "model.tflite").is_file() and not json.loads(
+        (tmp_path / "run" / "budget.json").read_text())["met"]
+
+
+def test_a_model_already_within_the_budget_is_only_exported(context, tmp_path):
+    result = pipeline.compress(context.original, context, folder=tmp_path / "run", latency_ms=100.0,
+                               measurement=Measurement(runs=5, eval_limit=200))
+    assert result.met and "already meets the budget" in result.message and len(result.rows) == 2
+    # the precision was chosen by measurement: the faster of the two (both fit the default one-point limit)
+    original = result.rows[0]
+    fitting = [row for row in result.rows if original["litert_accuracy"] - row["litert_accuracy"] <= 0.01]
+    assert result.precision == min(fitting, key=lambda row: row["latency_ms"])["precision"]
+    assert result.recipe.to_list() == [{"stage": "quantize", "precision": result.precision}]
+    assert not list((tmp_path / "run").glob("latency_table*")) and (tmp_path / "run" / "model.tflite").is_file()
+
+
+def test_budget_arguments_are_checked_before_any_work(context, tmp_path):
+    cases = [({}, "exactly one budget"), ({"latency_ms": 1.0, "latency_fraction": 0.5}, "exactly one budget"),
+             ({"latency_fraction": 1.5}, "a fraction in (0, 1)"), ({"latency_ms": -1.0}, "must be > 0"),
+             ({"latency_ms": 1.0, "method": "snip"}, "method must be one of"),
+             ({"latency_ms": 1.0, "precision": "int4"}, "precision must be auto")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            pipeline.compress(context.original, context, folder=tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()

@@ -50,9 +50,10 @@ from tfcompress import (  # noqa: E402
     training,
     zoo,
 )
+from tfcompress.pipeline import compress  # noqa: E402  (the one call: a model and a budget → a .tflite)
 
 __version__ = "0.1.0"
 __all__ = [
-    "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet", "pipeline",
-    "profile", "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
+    "compress", "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet",
+    "pipeline", "profile", "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
 ]

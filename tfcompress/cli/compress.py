@@ -1,0 +1,112 @@
+"""A model and a budget in, a measured ``.tflite`` out; or a recipe of stages run and measured one by one.
+
+    python scripts/compress.py --model=models/resnet20_fashion_mnist.keras --latency_fraction=0.5 \
+        --max_accuracy_drop=1.0 --device=litert --output_dir=/tmp/r20_half
+    python scripts/compress.py --model=M.keras --latency_ms=2.5 --device=ssh://pi@raspberrypi --output_dir=D
+    python scripts/compress.py --model=M.keras --recipe=recipe.json --output_dir=D
+
+Budget mode (``--latency_ms`` or ``--latency_fraction`` of the model's measured float32 latency): measures the
+model on ``--device`` in float32 and int8 and keeps the faster precision whose accuracy fits; builds (or loads,
+``--table``) the device's latency table; prunes to the table's prediction (``--method``), fine-tunes with
+distillation from the original, exports, measures on the device, and aims lower while the measurement misses
+the budget (``--max_rounds``). Says plainly when the budget cannot be met within ``--max_accuracy_drop`` points,
+with the best pair reached. Recipe mode runs the stages of ``--recipe`` (see tfcompress.pipeline.recipe).
+
+OUTPUT_DIR gets model.keras, model.tflite, recipe.json (what reproduces the result: ``--recipe`` it), summary.md,
+summary.json, summary.png, and one folder per stage or round; a rerun resumes where a run stopped. Exits with
+status 3 when the budget is not met (the outputs are written all the same: the best pair reached).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from tfcompress.cli.flags import define_dataset_flags
+from tfcompress.latency.devices import DEVICE_HELP
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Input .keras model (logits output).")
+flags.DEFINE_string("output_dir", None, "Folder for the result, the report and the stages (resumes a run there).")
+flags.DEFINE_string("recipe", None, "Recipe mode: a JSON list of stages.")
+flags.DEFINE_float("latency_ms", None, "Budget mode: the latency to reach on --device, in ms.")
+flags.DEFINE_float("latency_fraction", None, "Budget mode: the latency to reach as a fraction of the model's "
+                   "measured float32 latency on --device, in (0, 1).")
+flags.DEFINE_float("max_accuracy_drop", 1.0, "Budget mode: top-1 points the result may lose (LiteRT, against "
+                   "the float32 original).", lower_bound=0.0)
+flags.DEFINE_enum("method", "fisher", ["fisher", "netadapt", "l1", "uniform"], "Budget mode: how to prune to "
+                  "the table's prediction (latency-aware Fisher was best in benchmarks/results/netadapt.md).")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "int8"], "Budget mode: export precision (auto: the "
+                  "faster measured one within the accuracy limit).")
+flags.DEFINE_string("table", None, "The device's latency table (.npz) for latency targets; budget mode builds "
+                    "and saves one in OUTPUT_DIR when not given.")
+flags.DEFINE_integer("finetune_epochs", 1, "Budget mode: distillation epochs per round.", lower_bound=1)
+flags.DEFINE_float("lr", 0.01, "Budget mode: fine-tune learning rate (SGD, cosine).", lower_bound=0.0)
+flags.DEFINE_float("alpha", 0.1, "Budget mode: weight of the labels in the distillation loss.")
+flags.DEFINE_float("temperature", 5.0, "Budget mode: distillation temperature.")
+flags.DEFINE_integer("max_rounds", 3, "Budget mode: prune–distil–measure rounds at most.", lower_bound=1)
+flags.DEFINE_integer("fisher_steps", None, "Budget mode: Fisher pruning's training steps at most.", lower_bound=1)
+flags.DEFINE_string("device", "litert", DEVICE_HELP)
+flags.DEFINE_integer("threads", 1, "Inference threads on the device.", lower_bound=1)
+flags.DEFINE_integer("runs", 50, "Timed inferences per measurement.", lower_bound=1)
+flags.DEFINE_integer("eval_limit", 2000, "LiteRT accuracy on the first N test images (0: all).", lower_bound=0)
+flags.DEFINE_float("holdout_fraction", 0.1, "Part of the training split kept out of training (NetAdapt and "
+                   "evaluation-led decomposition compare candidates on it).")
+flags.DEFINE_integer("train_limit", None, "Train on the first N training examples only.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of shuffling, augmentation and every stage.")
+define_dataset_flags()
+flags.mark_flags_as_required(["model", "output_dir"])
+flags.register_multi_flags_validator(
+    ["recipe", "latency_ms", "latency_fraction"], lambda f: sum(f[k] is not None for k in f) == 1,
+    message="give exactly one of --recipe (recipe mode), --latency_ms or --latency_fraction (budget mode)")
+flags.register_validator("latency_fraction", lambda v: v is None or 0 < v < 1,
+                         message="--latency_fraction is a fraction of the measured float32 latency, in (0, 1)")
+flags.register_validator("latency_ms", lambda v: v is None or v > 0, message="--latency_ms must be > 0")
+flags.register_validator("holdout_fraction", lambda v: 0 < v < 1, message="--holdout_fraction: in (0, 1)")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import tfcompress as tfc
+    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
+
+    folder = tfc.files.check_output_folder(FLAGS.output_dir)
+    recipe = tfc.pipeline.Recipe.load(FLAGS.recipe) if FLAGS.recipe else None  # a bad recipe fails before work
+    tfc.latency.open_device(FLAGS.device)
+    model = load_model_for_dataset(FLAGS.model)
+    shape = model.input_shape
+    context = tfc.pipeline.Context(
+        original=model,
+        train=dataset_for_model(shape, "train", holdout_fraction=FLAGS.holdout_fraction, augment=True,
+                                shuffle=True, seed=FLAGS.seed, limit=FLAGS.train_limit),
+        holdout=dataset_for_model(shape, "holdout", holdout_fraction=FLAGS.holdout_fraction),
+        test=dataset_for_model(shape, "test"),
+        progress=print,
+    )
+    measurement = tfc.pipeline.Measurement(device=FLAGS.device, threads=FLAGS.threads, runs=FLAGS.runs,
+                                           eval_limit=FLAGS.eval_limit or None)
+    if recipe is not None:
+        if FLAGS.table:  # for stages with a latency target
+            context.table = tfc.latency.Table.load(FLAGS.table)
+        result = tfc.pipeline.run_recipe(model, recipe, context, folder, measurement, seed=FLAGS.seed)
+        print(result.table())
+        print(f"→ {result.tflite} ({folder / 'summary.md'})")
+        return
+    result = tfc.compress(
+        model, context, folder=folder, latency_ms=FLAGS.latency_ms, latency_fraction=FLAGS.latency_fraction,
+        max_accuracy_drop=FLAGS.max_accuracy_drop, measurement=measurement, method=FLAGS.method,
+        precision=FLAGS.precision, table_path=FLAGS.table, finetune_epochs=FLAGS.finetune_epochs, lr=FLAGS.lr,
+        alpha=FLAGS.alpha, temperature=FLAGS.temperature, max_rounds=FLAGS.max_rounds,
+        fisher_steps=FLAGS.fisher_steps,
+    )
+    print(tfc.report.markdown_table(result.rows, tfc.pipeline.run.SUMMARY_COLUMNS))
+    print(result.message)
+    table = f" --table={result.table_path}" if result.table_path else ""
+    print(f"→ {result.tflite} ({folder / 'summary.md'}; reproduce with --recipe={folder / 'recipe.json'}{table})")
+    if not result.met:
+        raise SystemExit(3)
+
+
+def run() -> None:
+    from tfcompress.cli import app
+
+    app.run(main)

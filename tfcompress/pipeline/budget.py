@@ -1,0 +1,247 @@
+"""A latency budget in one call: *this model, at most X ms on that device, at most D points lost*.
+
+    result = tfcompress.pipeline.compress(model, context, latency_fraction=0.5, max_accuracy_drop=1.0,
+                                          folder="runs/r20_half", measurement=Measurement(device="litert"))
+    result.tflite, result.met, result.message
+
+1. The model is measured on the device in float32 and int8 (latency, and LiteRT accuracy of each).
+2. The precision is chosen by measurement, not belief: the faster of the two whose accuracy loss fits the
+   budget (int8 is slower than float32 on some hosts; ``precision=`` overrides).
+3. The device's latency table at that precision is loaded (``table_path``, if it was measured on this device)
+   or built and saved there.
+4. A round prunes the *original* model to the table's prediction of the target (``method``: latency-aware
+   Fisher by default, the best of ``benchmarks/results/netadapt.md``; netadapt, l1 or uniform), fine-tunes it
+   with distillation from the original, exports it and **measures it on the device**. When the measured
+   latency misses the target, the next round aims lower by the ratio it missed by; when it is within the
+   target but loses too much accuracy, higher by the ratio of time to spare (``max_rounds``).
+5. The result is the last round's model when it meets both limits; otherwise the round with the best
+   latency among those within the accuracy limit (or the most accurate), and ``message`` says what was not met.
+
+Every round is a recipe run by :func:`tfcompress.pipeline.run_recipe` in ``folder/round_N`` (resumable stage by
+stage); ``folder`` also gets ``model.keras``, ``model.tflite``, ``recipe.json`` (the recipe that reproduces the
+result from the input model), ``budget.json`` and ``summary.md/.json/.png`` (every round, side by side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress import files, latency
+from tfcompress.graph import ChannelGraph
+from tfcompress.pipeline.recipe import Recipe
+from tfcompress.pipeline.run import Measurement, run_recipe, write_summary
+from tfcompress.pipeline.stages import Context
+
+BUDGET_METHODS = ("fisher", "netadapt", "l1", "uniform")
+
+
+@dataclasses.dataclass
+class BudgetResult:
+    """The chosen model and ``.tflite``, the recipe reproducing it, every measured row, and whether the budget
+    was met (``met``; ``message`` says how, or what was missed)."""
+
+    model: keras.Model
+    tflite: Path
+    recipe: Recipe
+    rows: list[dict[str, Any]]
+    target_ms: float
+    precision: str
+    met: bool
+    message: str
+    table_path: Path | None = None
+
+
+def compress(
+    model: keras.Model,
+    context: Context,
+    *,
+    folder: str | Path,
+    latency_ms: float | None = None,
+    latency_fraction: float | None = None,
+    max_accuracy_drop: float = 1.0,
+    measurement: Measurement | None = None,
+    method: str = "fisher",
+    precision: str = "auto",
+    table_path: str | Path | None = None,
+    finetune_epochs: int = 1,
+    lr: float = 0.01,
+    alpha: float = 0.1,
+    temperature: float = 5.0,
+    max_rounds: int = 3,
+    fisher_steps: int | None = None,
+) -> BudgetResult:
+    """Compresses ``model`` to a measured latency budget within an accuracy limit (see the module docstring).
+
+    Args:
+        latency_ms / latency_fraction: the budget, in ms on the device or as a fraction of the model's measured
+            float32 latency (one of them).
+        max_accuracy_drop: the accuracy the result may lose, in points (1.0 = one point of top-1 %), measured in
+            LiteRT against the float32 original on the same test images.
+        method: how to prune to the table's prediction: fisher (latency-aware), netadapt, l1 or uniform.
+        precision: "auto" (chosen by measurement), "float32" or "int8".
+        table_path: where the device's latency table is read from, or written to when it does not exist
+            (default ``folder/latency_table_{precision}.npz``).
+        finetune_epochs, lr, alpha, temperature: the distillation fine-tune of every round.
+        fisher_steps: Fisher pruning's training steps at most (default: as many as it needs).
+
+    Raises:
+        ValueError: bad arguments (before any work).
+    """
+    if (latency_ms is None) == (latency_fraction is None):
+        raise ValueError("give exactly one budget: latency_ms (on the device) or latency_fraction (of the model's "
+                         "measured float32 latency)")
+    budget = latency_ms if latency_ms is not None else latency_fraction
+    if not budget or budget <= 0 or (latency_fraction is not None and latency_fraction >= 1):
+        raise ValueError(f"the latency budget must be > 0 ms, or a fraction in (0, 1); got {budget}")
+    if method not in BUDGET_METHODS:
+        raise ValueError(f"method must be one of {', '.join(BUDGET_METHODS)}, got {method!r}")
+    if precision not in ("auto", "float32", "int8"):
+        raise ValueError(f"precision must be auto, float32 or int8, got {precision!r}")
+    if max_accuracy_drop < 0 or max_rounds < 1 or finetune_epochs < 1:
+        raise ValueError(f"need max_accuracy_drop ≥ 0, max_rounds ≥ 1, finetune_epochs ≥ 1; got "
+                         f"{max_accuracy_drop}, {max_rounds}, {finetune_epochs}")
+    measurement = measurement or Measurement()
+    folder = files.check_output_folder(folder)
+    table_path = Path(table_path) if table_path is not None else None
+
+    # 1–2. the model as it is, in both precisions; the precision by measurement
+    base = run_recipe(model, [{"stage": "quantize", "precision": "int8"}], context, folder / "base", measurement)
+    by_precision = {"float32": base.rows[0], "int8": base.rows[1]}
+    exported = {"float32": base.folder / "00_original" / "model.tflite",
+                "int8": base.folder / "01_quantize" / "model.tflite"}
+    # latencies compared as ratios measured side by side (interleaved passes), never across separate runs
+    for precision_name, ms in zip(by_precision, _interleaved_ms(list(exported.values()), measurement), strict=True):
+        by_precision[precision_name]["latency_ms"] = round(ms, 4)
+    reference = by_precision["float32"]
+    target_ms = latency_ms if latency_ms is not None else latency_fraction * reference["latency_ms"]
+    drop = {p: 100 * (reference["litert_accuracy"] - row["litert_accuracy"]) for p, row in by_precision.items()}
+    if precision == "auto":
+        fitting = [p for p in by_precision if drop[p] <= max_accuracy_drop] or ["float32"]
+        precision = min(fitting, key=lambda p: by_precision[p]["latency_ms"])
+    context.say(f"budget {target_ms:.3f} ms on {reference['host'].get('device')}: float32 "
+                f"{by_precision['float32']['latency_ms']:.3f} ms, int8 {by_precision['int8']['latency_ms']:.3f} ms "
+                f"(LiteRT accuracy −{drop['int8']:.2f} points) → {precision}")
+    rows = [dict(reference, stage="original"), dict(by_precision["int8"], stage="original int8")]
+    start_ms = by_precision[precision]["latency_ms"]
+    if start_ms <= target_ms and drop[precision] <= max_accuracy_drop:
+        recipe = Recipe.parse([{"stage": "quantize", "precision": precision}])
+        return _finish(folder, base.model, exported[precision], recipe, rows, target_ms, precision, True,
+                       f"the model already meets the budget in {precision}: {start_ms:.3f} ms")
+
+    # 3. the device's latency table at that precision
+    table_path = table_path if table_path is not None else folder / f"latency_table_{precision}.npz"
+    table = _table(model, table_path, precision, measurement, context)
+    predicted_full = table.predict(model, precision).total_us / 1000
+    context = dataclasses.replace(context, table=table)
+    floor = _floor_fraction(model, table, precision)
+
+    # 4. rounds: prune the original to the table's view of the target, distil, measure; aim lower if missed
+    aim = target_ms / start_ms  # the fraction of the (predicted) unpruned latency the table is asked for
+    best: tuple[dict[str, Any], Any, Recipe] | None = None
+    for number in range(1, max_rounds + 1):
+        aim = max(aim, floor)  # no further than every group at one channel: as far as pruning goes
+        prune = {"stage": "prune", "method": method, "target_latency": round(aim, 4), "precision": precision}
+        if method == "fisher" and fisher_steps is not None:
+            prune["steps"] = fisher_steps
+        stages = [prune, {"stage": "distill", "epochs": finetune_epochs, "lr": lr, "alpha": alpha,
+                          "temperature": temperature}]
+        if precision == "int8":
+            stages.append({"stage": "quantize", "precision": "int8"})
+        recipe = Recipe.parse(stages)
+        run = run_recipe(model, recipe, context, folder / f"round_{number}", measurement)
+        row = dict(run.rows[-1], stage=f"round {number}: {run.rows[1]['stage']} + distill"
+                   + (" + int8" if precision == "int8" else ""))
+        row["round_drop_points"] = round(100 * (reference["litert_accuracy"] - row["litert_accuracy"]), 3)
+        row["seconds"] = round(sum(step["seconds"] for step in run.rows[1:]), 1)
+        original_ms, round_ms = _interleaved_ms([exported["float32"], run.tflite], measurement)
+        row["ratio_to_float32"] = round(round_ms / original_ms, 4)  # side by side with the original
+        row["latency_ms"] = round(row["ratio_to_float32"] * reference["latency_ms"], 4)  # on the base's scale
+        rows.append(row)
+        context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), measured "
+                    f"{row['latency_ms']:.3f} ms (budget {target_ms:.3f}), LiteRT accuracy "
+                    f"{row['litert_accuracy']:.4f} (−{row['round_drop_points']:.2f} points)")
+        if best is None or _better(row, best[0], max_accuracy_drop):
+            best = (row, run, recipe)
+        fast, accurate = row["latency_ms"] <= target_ms, row["round_drop_points"] <= max_accuracy_drop
+        if fast == accurate or (fast and row["latency_ms"] > 0.97 * target_ms) or (not fast and aim <= floor):
+            break  # met; or too slow and too inaccurate (more pruning cannot mend both); or no slack to give back
+        aim *= target_ms / row["latency_ms"]  # too slow: prune more; too inaccurate with time to spare: prune less
+
+    row, run, recipe = best
+    fast = row["latency_ms"] <= target_ms
+    accurate = row["round_drop_points"] <= max_accuracy_drop
+    if fast and accurate:
+        message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, −{row['round_drop_points']:.2f} points "
+                   f"≤ {max_accuracy_drop}")
+    else:
+        missed = [f"latency {row['latency_ms']:.3f} ms > {target_ms:.3f} ms" if not fast else "",
+                  f"accuracy −{row['round_drop_points']:.2f} points > {max_accuracy_drop}" if not accurate else ""]
+        message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
+                   f"{row['latency_ms']:.3f} ms at −{row['round_drop_points']:.2f} points ({row['stage']})")
+    return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
+                   table_path)
+
+
+def _interleaved_ms(paths: list[Path], measurement: Measurement, passes: int = 3) -> list[float]:
+    """The median latency of each model over ``passes`` passes that each time every model in turn: models
+    compared this way share the host's state (load, clocks, caches), which separate runs do not."""
+    device = latency.open_device(measurement.device)
+    results = [device.measure(paths, threads=measurement.threads, runs=measurement.runs, warmup=5)
+               for _ in range(passes)]
+    return [float(np.median([result[index].latency_ms for result in results])) for index in range(len(paths))]
+
+
+def _floor_fraction(model: keras.Model, table: latency.Table, precision: str) -> float:
+    """The smallest fraction of the model's predicted latency channel pruning can reach by the table (every
+    group at one channel), with a 1 % margin."""
+    graph = ChannelGraph(model)
+    cost = table.cost_fn(model, precision, graph)
+    full = {group.id: group.size for group in graph.prunable_groups}
+    return min(1.0, 1.01 * cost(dict.fromkeys(full, 1)) / cost(full))
+
+
+def _better(row: dict[str, Any], best: dict[str, Any], max_drop: float) -> bool:
+    """Within the accuracy limit, the faster wins; a result within the limit beats one outside; outside, the more
+    accurate wins."""
+    ok, best_ok = row["round_drop_points"] <= max_drop, best["round_drop_points"] <= max_drop
+    if ok != best_ok:
+        return ok
+    return row["latency_ms"] < best["latency_ms"] if ok else row["round_drop_points"] < best["round_drop_points"]
+
+
+def _table(model: keras.Model, path: Path, precision: str, measurement: Measurement, context: Context
+           ) -> latency.Table:
+    """The table at ``path`` (checked: this device, this precision), or one built for the model and saved there."""
+    device = latency.open_device(measurement.device)
+    fingerprint = device.fingerprint(measurement.threads)
+    if path.exists():
+        table = latency.Table.load(path)
+        table.check_device(fingerprint)
+        if precision not in table.precisions:
+            raise ValueError(f"latency table {path} has no {precision} entries (it has {', '.join(table.precisions)}):"
+                             f" give a table measured in {precision}, or none to build one")
+        context.say(f"latency table {path} (measured on this device)")
+        return table
+    context.say(f"building the latency table of {model.name} ({precision}) on {fingerprint.get('device')} → {path}")
+    return latency.build_table(model, device, output=path, precisions=(precision,), threads=measurement.threads,
+                               progress=context.progress is not None)
+
+
+def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows: list[dict[str, Any]],
+            target_ms: float, precision: str, met: bool, message: str, table_path: Path | None = None
+            ) -> BudgetResult:
+    files.save_model(model, folder / "model.keras")
+    files.write_bytes(folder / "model.tflite", Path(tflite).read_bytes())
+    files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
+    files.write_json(folder / "budget.json", {"target_ms": target_ms, "precision": precision, "met": met,
+                                              "message": message, "recipe": recipe.to_list(),
+                                              "table": None if table_path is None else str(table_path)})
+    for number, row in enumerate(rows):
+        row["step"] = f"{number:02d}"
+    write_summary(rows, folder, precision)
+    return BudgetResult(model, folder / "model.tflite", recipe, rows, target_ms, precision, met, message, table_path)

@@ -79,6 +79,19 @@ CASES = [
           "--output={out}/m.keras", "has input shape (32, 32, 1) but the student"),
     _case("distill", "--init_model={in}/lenet5.keras", "--teacher={in}/lenet5.keras", "--output={in}/lenet5.keras",
           "same file as the input"),
+    # compress: budget or recipe, checked before any work
+    _case("compress", LENET, "--output_dir={out}/c", "give exactly one of --recipe"),
+    _case("compress", LENET, "--output_dir={out}/c", "--latency_fraction=1.5", "--latency_fraction is a fraction"),
+    _case("compress", LENET, "--output_dir={out}/c", "--latency_ms=1", "--recipe={in}/recipe_typo.json",
+          "give exactly one of --recipe"),
+    _case("compress", LENET, "--output_dir={out}/c", "--recipe={in}/recipe_typo.json",
+          "unknown argument(s) target_mac; prune takes"),
+    _case("compress", LENET, "--output_dir={out}/c", "--recipe={in}/random.keras", "is not JSON"),
+    _case("compress", LENET, "--output_dir={out}/c", "--recipe={in}/none.json", "cannot read recipe"),
+    _case("compress", LENET, "--output_dir={in}/afile", "--latency_ms=1", "is a file"),
+    _case("compress", "--model={in}/random.keras", "--output_dir={out}/c", "--latency_ms=1", "it is binary data"),
+    _case("compress", LENET, "--output_dir={out}/c", "--latency_ms=1", "--device=binary:/nowhere/benchmark_model",
+          "/nowhere/benchmark_model"),
     # evaluate: --json never destroys another kind of file; what a bad model file is
     _case("evaluate", LENET, "--json={in}/victim.keras", "exists and is a Keras model (.keras), not a JSON file"),
     _case("evaluate", LENET, "--json={in}/notes.txt", "exists and is a text file, not a JSON file"),
@@ -415,6 +428,7 @@ def _build_inputs(folder: Path) -> None:
     (folder / "random.tflite").write_bytes(random_bytes)
     (folder / "truncated.keras").write_bytes(lenet.read_bytes()[:20_000])
     (folder / "notes.txt").write_text("my notes\n")
+    (folder / "recipe_typo.json").write_text('[{"stage": "prune", "method": "l1", "target_mac": 0.5}]')
     (folder / "afile").write_text("a file where a folder should be\n")
     (folder / "adir.keras").mkdir()
     (folder / "adir.json").mkdir()

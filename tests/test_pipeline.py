@@ -190,3 +190,21 @@ def test_budget_arguments_are_checked_before_any_work(context, tmp_path):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             pipeline.compress(context.original, context, folder=tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_compress_script_runs_a_recipe_and_a_met_budget(tmp_path):
+    from tests.conftest import run_script
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps([{"stage": "prune", "method": "uniform", "target_channels": 0.7},
+                                  {"stage": "quantize", "precision": "dynamic"}]))
+    common = [f"--model={LENET}", "--train_limit=512", "--eval_limit=200", "--runs=5"]
+    done = run_script("compress", *common, f"--recipe={recipe}", f"--output_dir={tmp_path / 'recipe'}")
+    assert "| 02_quantize |" in done.stdout and (tmp_path / "recipe" / "model.tflite").is_file()
+    rows = json.loads((tmp_path / "recipe" / "summary.json").read_text())["rows"]
+    assert rows[1]["params"] < rows[0]["params"] and rows[2]["precision"] == "dynamic"
+    assert rows[2]["tflite_bytes"] < 0.4 * rows[1]["tflite_bytes"]  # int8 weights
+    met = run_script("compress", *common, "--latency_ms=100", f"--output_dir={tmp_path / 'budget'}")
+    assert "already meets the budget" in met.stdout and "reproduce with --recipe=" in met.stdout
+    assert json.loads((tmp_path / "budget" / "budget.json").read_text())["met"]

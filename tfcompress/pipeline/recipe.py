@@ -83,7 +83,7 @@ class Recipe:
             value = json.loads(Path(path).read_text())
         except OSError as error:
             raise RecipeError(f"cannot read recipe {str(path)!r}: {error.strerror or error}") from None
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RecipeError(f"recipe {str(path)!r} is not JSON: {error}") from None
         return cls.parse(value["stages"] if isinstance(value, Mapping) and "stages" in value else value)
 

@@ -17,8 +17,10 @@ LAYERS = [
     {"specs"},
     {"graph"},
     {"training", "data", "zoo"},
-    {"pruning", "quantization", "scaling"},
+    {"pruning", "quantization", "scaling", "distill"},
     {"runtime", "profile", "micronet", "export", "report", "latency", "quantization.scoring"},
+    {"decomposition"},  # a technique whose latency-led search exports and measures its candidates
+    {"pipeline"},
     {"cli", ""},  # "": the top package, which imports everything for users
 ]
 

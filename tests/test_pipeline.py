@@ -129,7 +129,7 @@ def lenet_budget(context, tmp_path_factory):
     lines = []
     context.progress = lines.append
     result = pipeline.compress(context.original, context, folder=folder / "run", latency_fraction=0.75,
-                               max_accuracy_drop=5.0, method="l1", measurement=Measurement(runs=30, eval_limit=500),
+                               max_accuracy_drop=5.0, method="l1", measurement=Measurement(runs=20, eval_limit=300),
                                table_path=table, precision="float32")
     return result, folder, lines
 
@@ -193,7 +193,7 @@ def test_budget_arguments_are_checked_before_any_work(context, tmp_path):
 
 
 @pytest.mark.slow
-def test_compress_script_runs_a_recipe_and_a_met_budget(tmp_path):
+def test_compress_script_runs_a_recipe(tmp_path):
     from tests.conftest import run_script
 
     recipe = tmp_path / "recipe.json"
@@ -205,6 +205,3 @@ def test_compress_script_runs_a_recipe_and_a_met_budget(tmp_path):
     rows = json.loads((tmp_path / "recipe" / "summary.json").read_text())["rows"]
     assert rows[1]["params"] < rows[0]["params"] and rows[2]["precision"] == "dynamic"
     assert rows[2]["tflite_bytes"] < 0.4 * rows[1]["tflite_bytes"]  # int8 weights
-    met = run_script("compress", *common, "--latency_ms=100", f"--output_dir={tmp_path / 'budget'}")
-    assert "already meets the budget" in met.stdout and "reproduce with --recipe=" in met.stdout
-    assert json.loads((tmp_path / "budget" / "budget.json").read_text())["met"]

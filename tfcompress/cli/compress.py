@@ -45,6 +45,8 @@ flags.DEFINE_float("alpha", 0.1, "Budget mode: weight of the labels in the disti
 flags.DEFINE_float("temperature", 5.0, "Budget mode: distillation temperature.")
 flags.DEFINE_integer("max_rounds", 3, "Budget mode: prune–distil–measure rounds at most.", lower_bound=1)
 flags.DEFINE_integer("fisher_steps", None, "Budget mode: Fisher pruning's training steps at most.", lower_bound=1)
+flags.DEFINE_integer("fisher_prune_every", 10, "Budget mode: Fisher pruning's steps between prunes (thesis: 100).",
+                     lower_bound=1)
 flags.DEFINE_string("device", "litert", DEVICE_HELP)
 flags.DEFINE_integer("threads", 1, "Inference threads on the device.", lower_bound=1)
 flags.DEFINE_integer("runs", 50, "Timed inferences per measurement.", lower_bound=1)
@@ -96,7 +98,7 @@ def main(argv: list[str]) -> None:
         max_accuracy_drop=FLAGS.max_accuracy_drop, measurement=measurement, method=FLAGS.method,
         precision=FLAGS.precision, table_path=FLAGS.table, finetune_epochs=FLAGS.finetune_epochs, lr=FLAGS.lr,
         alpha=FLAGS.alpha, temperature=FLAGS.temperature, max_rounds=FLAGS.max_rounds,
-        fisher_steps=FLAGS.fisher_steps,
+        fisher_steps=FLAGS.fisher_steps, fisher_prune_every=FLAGS.fisher_prune_every,
     )
     print(tfc.report.markdown_table(result.rows, tfc.pipeline.run.SUMMARY_COLUMNS))
     print(result.message)

@@ -74,6 +74,7 @@ def compress(
     temperature: float = 5.0,
     max_rounds: int = 3,
     fisher_steps: int | None = None,
+    fisher_prune_every: int = 10,
 ) -> BudgetResult:
     """Compresses ``model`` to a measured latency budget within an accuracy limit (see the module docstring).
 
@@ -84,10 +85,13 @@ def compress(
             LiteRT against the float32 original on the same test images.
         method: how to prune to the table's prediction: fisher (latency-aware), netadapt, l1 or uniform.
         precision: "auto" (chosen by measurement), "float32" or "int8".
-        table_path: where the device's latency table is read from, or written to when it does not exist
-            (default ``folder/latency_table_{precision}.npz``).
+        table_path: where the device's latency table is read from, or written to when it does not exist;
+            ``{precision}`` in it is replaced by the chosen precision (default
+            ``folder/latency_table_{precision}.npz``).
         finetune_epochs, lr, alpha, temperature: the distillation fine-tune of every round.
         fisher_steps: Fisher pruning's training steps at most (default: as many as it needs).
+        fisher_prune_every: Fisher pruning's steps between two prunes (the thesis's 100 is slow on a small
+            machine; 10–20 lost nothing in benchmarks/results/netadapt.md).
 
     Raises:
         ValueError: bad arguments (before any work).
@@ -134,7 +138,8 @@ def compress(
                        f"the model already meets the budget in {precision}: {start_ms:.3f} ms")
 
     # 3. the device's latency table at that precision
-    table_path = table_path if table_path is not None else folder / f"latency_table_{precision}.npz"
+    table_path = Path(str(table_path if table_path is not None else folder / "latency_table_{precision}.npz")
+                      .format(precision=precision))
     table = _table(model, table_path, precision, measurement, context)
     predicted_full = table.predict(model, precision).total_us / 1000
     context = dataclasses.replace(context, table=table)
@@ -146,8 +151,10 @@ def compress(
     for number in range(1, max_rounds + 1):
         aim = max(aim, floor)  # no further than every group at one channel: as far as pruning goes
         prune = {"stage": "prune", "method": method, "target_latency": round(aim, 4), "precision": precision}
-        if method == "fisher" and fisher_steps is not None:
-            prune["steps"] = fisher_steps
+        if method == "fisher":
+            prune["prune_every"] = fisher_prune_every
+            if fisher_steps is not None:
+                prune["steps"] = fisher_steps
         stages = [prune, {"stage": "distill", "epochs": finetune_epochs, "lr": lr, "alpha": alpha,
                           "temperature": temperature}]
         if precision == "int8":

@@ -64,10 +64,11 @@ def _one_target(**targets: Any) -> dict[str, Any]:
 def prune(model: keras.Model, context: Context, method: str = "l1", target_macs: float | None = None,
           target_channels: float | None = None, target_params: float | None = None,
           target_latency: float | str | None = None, precision: str = "float32", min_channels: int = 1,
-          steps: int | None = None) -> keras.Model:
+          steps: int | None = None, prune_every: int = 100) -> keras.Model:
     """Removes channels: ``method`` uniform, l1, l2, bn, random, taylor, snip (one-shot, to a target of MACs,
-    channels, params or latency), fisher (Fisher pruning while training, ``steps`` at most) or netadapt (to a
-    latency target with the table). Latency targets use ``context.table`` at ``precision``."""
+    channels, params or latency), fisher (Fisher pruning while training: one channel every ``prune_every``
+    steps, the thesis's 100; ``steps`` at most) or netadapt (to a latency target with the table). Latency targets
+    use ``context.table`` at ``precision``."""
     target = _one_target(target_macs=target_macs, target_channels=target_channels, target_params=target_params,
                          target_latency=target_latency)
     if "target_latency" in target and context.table is None:
@@ -79,7 +80,7 @@ def prune(model: keras.Model, context: Context, method: str = "l1", target_macs:
         return result.model
     if method == "fisher":
         result = fisher.fisher_prune(model, context.train, **target, table=context.table, precision=precision,
-                                     min_channels=min_channels, max_steps=steps)
+                                     min_channels=min_channels, max_steps=steps, prune_every=prune_every)
         return result.model
     latency = {}
     if "target_latency" in target:

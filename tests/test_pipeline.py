@@ -149,6 +149,13 @@ def test_budget_mode_meets_a_reachable_budget_by_measurement(lenet_budget, conte
     assert saved["met"] and saved["recipe"] == result.recipe.to_list() and Path(saved["table"]).is_file()
     lite = runtime.TFLiteModel(folder / "run" / "model.tflite")
     assert lite.predict(next(iter(context.test))[0][:8]).shape == (8, 10)
+    # a rerun in the same folder resumes: nothing trained or measured again, the same answer
+    lines.clear()
+    again = pipeline.compress(context.original, context, folder=folder / "run", latency_fraction=0.75,
+                              max_accuracy_drop=5.0, method="l1", measurement=Measurement(runs=20, eval_limit=300),
+                              table_path=folder / "lenet5_table.npz", precision="float32")
+    assert again.rows == result.rows and again.recipe == result.recipe
+    assert not any(line.startswith("step") and "…" in line for line in lines)
     # the recipe written beside it reproduces the architecture from the input model (with the same table)
     context.table = pipeline.budget.latency.Table.load(saved["table"])
     again = pipeline.run_recipe(context.original, result.recipe.to_list()[:1], context, folder / "again",

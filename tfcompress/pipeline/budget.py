@@ -25,6 +25,7 @@ result from the input model), ``budget.json`` and ``summary.md/.json/.png`` (eve
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,8 @@ def compress(
     exported = {"float32": base.folder / "00_original" / "model.tflite",
                 "int8": base.folder / "01_quantize" / "model.tflite"}
     # latencies compared as ratios measured side by side (interleaved passes), never across separate runs
-    for precision_name, ms in zip(by_precision, _interleaved_ms(list(exported.values()), measurement), strict=True):
+    side_by_side = _measured_once(base.folder, {"base": True}, list(exported.values()), measurement)
+    for precision_name, ms in zip(by_precision, side_by_side, strict=True):
         by_precision[precision_name]["latency_ms"] = round(ms, 4)
     reference = by_precision["float32"]
     target_ms = latency_ms if latency_ms is not None else latency_fraction * reference["latency_ms"]
@@ -165,7 +167,8 @@ def compress(
                    + (" + int8" if precision == "int8" else ""))
         row["round_drop_points"] = round(100 * (reference["litert_accuracy"] - row["litert_accuracy"]), 3)
         row["seconds"] = round(sum(step["seconds"] for step in run.rows[1:]), 1)
-        original_ms, round_ms = _interleaved_ms([exported["float32"], run.tflite], measurement)
+        original_ms, round_ms = _measured_once(run.folder, recipe.to_list(), [exported["float32"], run.tflite],
+                                               measurement)
         row["ratio_to_float32"] = round(round_ms / original_ms, 4)  # side by side with the original
         row["latency_ms"] = round(row["ratio_to_float32"] * reference["latency_ms"], 4)  # on the base's scale
         rows.append(row)
@@ -192,6 +195,21 @@ def compress(
                    f"{row['latency_ms']:.3f} ms at −{row['round_drop_points']:.2f} points ({row['stage']})")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
                    table_path)
+
+
+def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement) -> list[float]:
+    """:func:`_interleaved_ms`, saved in ``folder/side_by_side.json`` and read back on a rerun with the same
+    ``key``: the next round's aim follows from it, so a resumed run must see the numbers the first one saw."""
+    saved_path = folder / "side_by_side.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+        if saved["key"] == json.loads(json.dumps(key)):
+            return [float(ms) for ms in saved["ms"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ms = _interleaved_ms(paths, measurement)
+    files.write_json(saved_path, {"key": key, "ms": ms})
+    return ms
 
 
 def _interleaved_ms(paths: list[Path], measurement: Measurement, passes: int = 3) -> list[float]:

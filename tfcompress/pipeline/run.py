@@ -14,10 +14,8 @@ stages is not run again; from the first stage that differs, every stage runs.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,19 +65,18 @@ class PipelineResult:
 
 
 def measure_row(model: keras.Model, precision: str, context: Context, measurement: Measurement,
-                tflite_path: str | Path | None = None) -> dict[str, Any]:
-    """One report row of ``model`` exported at ``precision``: Keras and LiteRT accuracy, params, non-zeros, MACs,
-    size raw and gzip, latency measured on the device (and its fingerprint), MicroNet score."""
+                tflite_path: str | Path) -> dict[str, Any]:
+    """One report row of ``model`` exported at ``precision`` to ``tflite_path``: Keras and LiteRT accuracy, params,
+    non-zeros, MACs, size raw and gzip, latency measured on the device (and its fingerprint), MicroNet score."""
     calibration = {}
     if precision == "int8":
         calibration = {"representative_data": _calibration(context, measurement), "num_calibration_samples": 256}
     flatbuffer = export.to_tflite(model, precision, output=tflite_path, **calibration)
-    counts = profile(export.strip(model)).total
+    plain = export.strip(model)
+    counts = profile(plain).total
+    size = export.size_report(flatbuffer)
     device = latency.open_device(measurement.device)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.tflite"
-        path.write_bytes(flatbuffer)
-        timed, = device.measure([path], threads=measurement.threads, runs=measurement.runs, warmup=5)
+    timed, = device.measure([Path(tflite_path)], threads=measurement.threads, runs=measurement.runs, warmup=5)
     lite = runtime.evaluate_tflite(runtime.TFLiteModel(flatbuffer), context.test, limit=measurement.eval_limit)
     return {
         "precision": precision,
@@ -89,10 +86,10 @@ def measure_row(model: keras.Model, precision: str, context: Context, measuremen
         "params": counts.params,
         "nonzero_params": counts.nonzero_params,
         "macs": counts.macs,
-        "tflite_bytes": len(flatbuffer),
-        "gzip_bytes": len(gzip.compress(flatbuffer, 9)),
+        "tflite_bytes": size.tflite_bytes,
+        "gzip_bytes": size.gzip_bytes,
         "latency_ms": round(timed.latency_ms, 4),
-        "micronet_score": round(micronet.score(export.strip(model), measurement.micronet_task).score, 5),
+        "micronet_score": round(micronet.score(plain, measurement.micronet_task).score, 5),
         "host": device.fingerprint(measurement.threads),
     }
 

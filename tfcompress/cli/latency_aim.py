@@ -77,17 +77,7 @@ def device_and_table(model, *, needed: bool) -> tuple[Any, Any]:
         if needed:
             raise ValueError("a latency target needs --table=T.npz (built there when missing)")
         return device, None
-    path = latency.table.table_path(FLAGS.table)
-    if path.is_file():
-        table = latency.Table.load(path)
-        table.check_device(device.fingerprint(FLAGS.threads))
-        table.predict(model, FLAGS.precision)  # every unit has an entry, before any training
-        print(f"latency table {path} ({device.name})")
-    else:
-        print(f"latency table {path} does not exist: building it on {device.name}")
-        table = latency.build_table(model, device, output=path, precisions=(FLAGS.precision,),
-                                    threads=FLAGS.threads)
-    return device, table
+    return device, latency.load_or_build_table(model, device, FLAGS.table, FLAGS.precision, threads=FLAGS.threads)
 
 
 def splits(model) -> tuple[Any, Any, Any]:

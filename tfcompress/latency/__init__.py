@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfcompress.latency.binary import BenchmarkModelOutput, parse_benchmark_model_output, run_benchmark_model
-from tfcompress.latency.build import build_table, parse_shard
+from tfcompress.latency.build import build_table, load_or_build_table, parse_shard
 from tfcompress.latency.device import Device
 from tfcompress.latency.devices import DEVICE_HELP, LocalDevice, measure_model, open_device
 from tfcompress.latency.host import describe_host
@@ -52,6 +52,7 @@ __all__ = [
     "build_table",
     "check_tflite",
     "describe_host",
+    "load_or_build_table",
     "measure_model",
     "open_device",
     "parse_benchmark_model_output",

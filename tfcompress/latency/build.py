@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,34 @@ def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
 
 def journal_path(output: str | os.PathLike) -> Path:
     return table_path(output).with_suffix(".journal.jsonl")
+
+
+def load_or_build_table(
+    model: keras.Model,
+    device: Device,
+    path: str | os.PathLike,
+    precision: str = "float32",
+    *,
+    threads: int = 1,
+    say: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Table:
+    """The table at ``path`` (``.npz`` added when missing), checked to be ``device``'s and to cover every unit of
+    ``model`` at ``precision`` before any long work; or, when there is none, one built for ``model`` at
+    ``precision`` and saved there. ``say`` gets one line saying which.
+
+    Raises:
+        TableError: the table is another device's, or lacks a unit or the precision.
+    """
+    path = table_path(path)
+    if path.is_file():
+        table = Table.load(path)
+        table.check_device(device.fingerprint(threads))
+        table.predict(model, precision)
+        say(f"latency table {path} ({device.name})")
+        return table
+    say(f"latency table {path} does not exist: building it on {device.name}")
+    return build_table(model, device, output=path, precisions=(precision,), threads=threads, progress=progress)
 
 
 def build_table(

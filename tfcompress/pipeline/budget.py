@@ -142,7 +142,9 @@ def compress(
     # 3. the device's latency table at that precision
     table_path = Path(str(table_path if table_path is not None else folder / "latency_table_{precision}.npz")
                       .format(precision=precision))
-    table = _table(model, table_path, precision, measurement, context)
+    table = latency.load_or_build_table(model, latency.open_device(measurement.device), table_path, precision,
+                                        threads=measurement.threads, say=context.say,
+                                        progress=context.progress is not None)
     predicted_full = table.predict(model, precision).total_us / 1000
     context = dataclasses.replace(context, table=table)
     floor = _floor_fraction(model, table, precision)
@@ -237,24 +239,6 @@ def _better(row: dict[str, Any], best: dict[str, Any], max_drop: float) -> bool:
     if ok != best_ok:
         return ok
     return row["latency_ms"] < best["latency_ms"] if ok else row["round_drop_points"] < best["round_drop_points"]
-
-
-def _table(model: keras.Model, path: Path, precision: str, measurement: Measurement, context: Context
-           ) -> latency.Table:
-    """The table at ``path`` (checked: this device, this precision), or one built for the model and saved there."""
-    device = latency.open_device(measurement.device)
-    fingerprint = device.fingerprint(measurement.threads)
-    if path.exists():
-        table = latency.Table.load(path)
-        table.check_device(fingerprint)
-        if precision not in table.precisions:
-            raise ValueError(f"latency table {path} has no {precision} entries (it has {', '.join(table.precisions)}):"
-                             f" give a table measured in {precision}, or none to build one")
-        context.say(f"latency table {path} (measured on this device)")
-        return table
-    context.say(f"building the latency table of {model.name} ({precision}) on {fingerprint.get('device')} → {path}")
-    return latency.build_table(model, device, output=path, precisions=(precision,), threads=measurement.threads,
-                               progress=context.progress is not None)
 
 
 def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows: list[dict[str, Any]],

@@ -17,14 +17,20 @@ from tfcompress.quantization import ternary
 LENET = REPO / "models" / "lenet5_fashion_mnist.keras"
 
 
-@pytest.fixture(scope="module")
-def context():
+def _context() -> Context:
     options = {"batch_size": 128}
     return Context(
         original=keras.models.load_model(LENET),
         train=data.load("fashion_mnist", "train", augment=True, shuffle=True, seed=0, limit=2048, **options),
         test=data.load("fashion_mnist", "test", limit=1000, **options),
     )
+
+
+@pytest.fixture
+def context():
+    """Fresh for every test: a shuffled dataset's order moves on with every pass, so a shared one would make a
+    test's numbers depend on the tests that ran before it."""
+    return _context()
 
 
 @pytest.mark.parametrize(("entries", "message"), [
@@ -116,13 +122,14 @@ def test_sparsify_then_decompose_then_finetune_keeps_the_chain_honest(context, t
 
 
 @pytest.fixture(scope="module")
-def lenet_budget(context, tmp_path_factory):
+def lenet_budget(tmp_path_factory):
     """LeNet-5 compressed in float32 to 0.75× its measured float32 latency within 5 points (l1 + distillation, one
     epoch on 2048 images per round: a test of the mechanism, benchmarks/compress.py measures the quality), run
     once for the tests below."""
     from tests.test_latency_table import FAST
     from tfcompress import latency
 
+    context = _context()
     folder = tmp_path_factory.mktemp("budget")
     table = folder / "lenet5_table.npz"  # measured quickly (the table tests test building)
     latency.build_table(context.original, "litert", output=table, precisions=("float32",), **FAST)
@@ -151,6 +158,7 @@ def test_budget_mode_meets_a_reachable_budget_by_measurement(lenet_budget, conte
     assert lite.predict(next(iter(context.test))[0][:8]).shape == (8, 10)
     # a rerun in the same folder resumes: nothing trained or measured again, the same answer
     lines.clear()
+    context.progress = lines.append
     again = pipeline.compress(context.original, context, folder=folder / "run", latency_fraction=0.75,
                               max_accuracy_drop=5.0, method="l1", measurement=Measurement(runs=20, eval_limit=300),
                               table_path=folder / "lenet5_table.npz", precision="float32")

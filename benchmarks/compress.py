@@ -42,7 +42,6 @@ flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where t
 
 
 def main(argv: list[str]) -> None:
-    import numpy as np
 
     import tfcompress as tfc
     from tfcompress.pipeline import Context, Measurement
@@ -102,14 +101,12 @@ def main(argv: list[str]) -> None:
     # every final .tflite in interleaved passes: latencies as ratios of one session
     device = tfc.latency.open_device(FLAGS.device)
     paths = [Path(path) for _, _, _, path, _ in entries]
-    passes = [device.measure(paths, threads=1, runs=FLAGS.runs, warmup=5) for _ in range(3)]
-    original_ms = float(np.median([p[0].latency_ms for p in passes]))
+    measured = device.side_by_side(paths, threads=1, runs=FLAGS.runs)
     rows = []
-    for index, (label, kind, row, path, extra) in enumerate(entries):
-        ms = float(np.median([p[index].latency_ms for p in passes]))
+    for (label, kind, row, path, extra), ms in zip(entries, measured, strict=True):
         rows.append({"label": label, "kind": kind, **{k: row[k] for k in (
             "precision", "keras_accuracy", "litert_accuracy", "params", "nonzero_params", "macs", "tflite_bytes",
-            "gzip_bytes", "micronet_score")}, "latency_ms": round(ms, 4), "speedup": round(original_ms / ms, 3),
+            "gzip_bytes", "micronet_score")}, "latency_ms": round(ms, 4), "speedup": round(measured[0] / ms, 3),
             "drop_points": round(100 * (entries[0][2]["litert_accuracy"] - row["litert_accuracy"]), 2),
             "tflite": str(path), **extra})
     report = {"command": "python benchmarks/compress.py " + " ".join(argv[1:]),

@@ -13,11 +13,19 @@ MobileNetV2 on ``--mobilenet_finetune_limit``: TensorFlow trains its depthwise c
 2 cores),
 params (dense-stored and non-zero), MACs, .tflite size raw and gzip, LiteRT float32 parity, and latency float32
 and int8 measured at the end in interleaved rounds on ``--device`` (1 thread), with the host's fingerprint.
+``--distill`` adds the largest data-free budget fine-tuned by distillation from the original instead (the thesis's
+best setting, α 0.2, T 2).
+
+Every trained model (the MobileNetV2, each fine-tuned variant) is kept in ``--work_dir`` with its row, keyed by
+the flags it depends on: a killed run resumes where it stopped, and the latencies can be re-measured alone on a
+quiet machine by running the command again.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +45,9 @@ flags.DEFINE_float("finetune_lr", 0.01, "Fine-tune learning rate (cosine).")
 flags.DEFINE_integer("mobilenet_epochs", 2, "Epochs to train the MobileNetV2 (0: skip it).")
 flags.DEFINE_integer("mobilenet_train_limit", 20000, "Training images for the MobileNetV2.")
 flags.DEFINE_integer("runs", 100, "Timed inferences per measurement (3 interleaved rounds, median).")
+flags.DEFINE_bool("distill", True, "Add the largest data-free budget fine-tuned by distillation from the original.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("work_dir", "/tmp/tfcompress-benchmark-decomposition", "Trained models and rows (resumable).")
 flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where the .md, .json and .png go.")
 
 
@@ -64,15 +74,35 @@ def main(argv: list[str]) -> None:
     holdout = (np.stack(images), np.stack(labels))
     calibration = np.concatenate([x for x, _ in train.take(2).as_numpy_iterator()])
 
-    def finetune(model, model_name):
+    def finetune(model, model_name, teacher=None):
         images = finetune_sets[model_name]
-        steps = int(images.cardinality())
-        tfc.training.compile_classifier(model, tfc.training.sgd(FLAGS.finetune_lr, steps, "cosine"))
-        model.fit(images, epochs=1, verbose=0, callbacks=[tfc.training.StopOnNonFinite()])
+        optimizer = tfc.training.sgd(FLAGS.finetune_lr, int(images.cardinality()), "cosine")
+        trainer = model if teacher is None else tfc.distill.Distiller(model, teacher, **tfc.distill.THESIS_BEST)
+        if teacher is None:
+            tfc.training.compile_classifier(model, optimizer)
+        else:
+            trainer.compile(optimizer)
+        trainer.fit(images, epochs=1, verbose=0, callbacks=[tfc.training.StopOnNonFinite()])
         return tfc.training.evaluate(model, test)["accuracy"]
 
-    models = {"resnet20": tfc.export.load_keras_model(REPO / "models" / "resnet20_fashion_mnist.keras")}
-    if FLAGS.mobilenet_epochs:
+    def decompose_and_finetune(model, model_name, label, kwargs):
+        teacher = kwargs.pop("teacher", None)
+        result = tfc.decomposition.decompose(model, **kwargs)
+        accuracy = tfc.training.evaluate(result.model, test)["accuracy"]
+        decomposed_accuracy = finetune(result.model, model_name, teacher)
+        print(f"{model_name} {label}: {result.seconds:.1f} s, accuracy {accuracy:.4f} → fine-tuned "
+              f"{decomposed_accuracy:.4f} ({time.monotonic() - started:.0f} s so far)")
+        return result.model, {"model": model_name, "variant": label, "accuracy": accuracy,
+                              "accuracy_fine_tuned": decomposed_accuracy, "seconds": round(result.seconds, 1),
+                              "layers": [c.to_dict() for c in result.layers]}
+
+    def prune_and_finetune(model, model_name, label, target_macs):
+        pruned = tfc.pruning.prune_channels(model, "l1", target_macs=target_macs).model
+        accuracy = tfc.training.evaluate(pruned, test)["accuracy"]
+        return pruned, {"model": model_name, "variant": label, "accuracy": accuracy,
+                        "accuracy_fine_tuned": finetune(pruned, model_name), "seconds": None}
+
+    def train_mobilenet():
         mobilenet = tfc.zoo.mobilenet_v2((32, 32, 1), 10, width_multiplier=0.5)
         data = tfc.data.load("fashion_mnist", "train", holdout_fraction=0.1, augment=True, shuffle=True,
                              seed=FLAGS.seed, limit=FLAGS.mobilenet_train_limit, **opts)
@@ -81,7 +111,11 @@ def main(argv: list[str]) -> None:
         tick = time.monotonic()
         mobilenet.fit(data, epochs=FLAGS.mobilenet_epochs, verbose=2)
         print(f"MobileNetV2 trained in {time.monotonic() - tick:.0f} s")
-        models["mobilenet_v2"] = mobilenet
+        return mobilenet, {}
+
+    models = {"resnet20": tfc.export.load_keras_model(REPO / "models" / "resnet20_fashion_mnist.keras")}
+    if FLAGS.mobilenet_epochs:
+        models["mobilenet_v2"] = cached("mobilenet_v2 trained", train_mobilenet)[0]
 
     rows, variants = [], {}
     for model_name, model in models.items():
@@ -89,6 +123,10 @@ def main(argv: list[str]) -> None:
         settings = [(f"tucker data-free cf={cf}", {"compression_factor": float(cf), "sparsity_weight": float("inf")})
                     for cf in FLAGS.compression_factors]
         settings.append(("tucker data-free cf=0.5 +sparse (reference sw=4)", {"compression_factor": 0.5}))
+        if FLAGS.distill:
+            cf = max(map(float, FLAGS.compression_factors))
+            settings.append((f"tucker data-free cf={cf} + distillation", {
+                "compression_factor": cf, "sparsity_weight": float("inf"), "teacher": model}))
         if FLAGS.evaluation_led and model_name == "resnet20":
             settings.append((f"tucker evaluation-led loss≤{FLAGS.max_acc_loss} (reference sw=4)",
                              {"method": "evaluation", "max_acc_loss": FLAGS.max_acc_loss, "holdout": holdout}))
@@ -97,23 +135,16 @@ def main(argv: list[str]) -> None:
                      "accuracy_fine_tuned": None, "seconds": 0.0})
         target_macs = None
         for label, kwargs in settings:
-            result = tfc.decomposition.decompose(model, **kwargs)
-            accuracy = tfc.training.evaluate(result.model, test)["accuracy"]
-            decomposed_accuracy = finetune(result.model, model_name)
-            print(f"{model_name} {label}: {result.seconds:.1f} s, accuracy {accuracy:.4f} → fine-tuned "
-                  f"{decomposed_accuracy:.4f} ({time.monotonic() - started:.0f} s so far)")
-            variants[(model_name, label)] = result.model
-            rows.append({"model": model_name, "variant": label, "accuracy": accuracy,
-                         "accuracy_fine_tuned": decomposed_accuracy, "seconds": round(result.seconds, 1),
-                         "layers": [c.to_dict() for c in result.layers]})
+            build = functools.partial(decompose_and_finetune, model, model_name, label, dict(kwargs))
+            variants[(model_name, label)], row = cached(f"{model_name} {label}", build)
+            rows.append(row)
             if target_macs is None:
-                target_macs = (tfc.profile.profile(result.model).total.macs / tfc.profile.profile(model).total.macs)
-        pruned = tfc.pruning.prune_channels(model, "l1", target_macs=target_macs).model
-        accuracy = tfc.training.evaluate(pruned, test)["accuracy"]
+                target_macs = (tfc.profile.profile(variants[(model_name, label)]).total.macs
+                               / tfc.profile.profile(model).total.macs)
         label = f"L1 channel pruning at {target_macs:.2f}× MACs"
-        rows.append({"model": model_name, "variant": label, "accuracy": accuracy,
-                     "accuracy_fine_tuned": finetune(pruned, model_name), "seconds": None})
-        variants[(model_name, label)] = pruned
+        build = functools.partial(prune_and_finetune, model, model_name, label, target_macs)
+        variants[(model_name, label)], row = cached(f"{model_name} {label}", build)
+        rows.append(row)
 
     # counts, sizes, parity, then every latency in interleaved rounds on a quiet machine
     x_parity = np.concatenate([x for x, _ in test.take(2).as_numpy_iterator()])
@@ -135,14 +166,35 @@ def main(argv: list[str]) -> None:
                        int8_gzip_bytes=len(gzip.compress(blobs["int8"], 9)),
                        parity=float(np.abs(keras_logits - lite_logits).max() / np.ptp(keras_logits)))
         for precision, models_paths in paths.items():
-            passes = [device.measure(models_paths, threads=1, runs=FLAGS.runs, warmup=5) for _ in range(3)]
-            for index, row in enumerate(rows):
-                row[f"{precision}_ms"] = float(np.median([results[index].latency_ms for results in passes]))
+            for row, ms in zip(rows, device.side_by_side(models_paths, threads=1, runs=FLAGS.runs), strict=True):
+                row[f"{precision}_ms"] = ms
     report = {"command": "python benchmarks/decomposition.py " + " ".join(argv[1:]),
               "fingerprint": device.fingerprint(1), "finetune_images": limit or 54000,
               "mobilenet_finetune_images": FLAGS.mobilenet_finetune_limit or 54000,
               "minutes": round((time.monotonic() - started) / 60, 1), "rows": rows}
     write(report)
+
+
+def cached(name: str, build):
+    """``build()`` → (model, row), or both read back from ``--work_dir`` when a run with the same training flags
+    saved them."""
+    import hashlib
+    import re
+
+    from tfcompress import export, files
+
+    key = {"name": name, **{flag: FLAGS[flag].value for flag in (
+        "compression_factors", "max_acc_loss", "holdout_limit", "finetune_limit", "mobilenet_finetune_limit",
+        "finetune_lr", "mobilenet_epochs", "mobilenet_train_limit", "seed")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(FLAGS.work_dir) / f"{re.sub(r'[^A-Za-z0-9.=]+', '_', name)}-{digest}"
+    if (folder / "row.json").is_file() and (folder / "model.keras").is_file():
+        print(f"{name}: read back from {folder}")
+        return export.load_keras_model(folder / "model.keras"), json.loads((folder / "row.json").read_text())
+    model, row = build()
+    files.save_model(model, folder / "model.keras")
+    files.write_json(folder / "row.json", row)  # written last: its presence says the model is complete
+    return model, row
 
 
 def write(report: dict) -> None:

@@ -67,10 +67,7 @@ def random_keep(graph, rng, on_grid: bool) -> dict[int, int]:
 def measure(device, paths: list[Path], runs: int, threads: int, rounds: int = 3) -> list[float]:
     """µs per variant: the median of ``rounds`` measurements taken in interleaved passes over all variants (a
     disturbed moment of the machine then spreads over variants instead of shifting one)."""
-    import numpy as np
-
-    passes = [device.measure(paths, threads=threads, runs=runs, warmup=5) for _ in range(rounds)]
-    return [float(np.median([1000 * results[i].median_ms for results in passes])) for i in range(len(paths))]
+    return [1000 * ms for ms in device.side_by_side(paths, threads=threads, runs=runs, passes=rounds)]
 
 
 def errors(rows: list[dict], key: str) -> dict:

@@ -48,7 +48,6 @@ flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where t
 
 def measure(device, models: dict, rounds: int = 3) -> dict[str, float]:
     """µs per model: the median of ``rounds`` interleaved passes over all models (float32)."""
-    import numpy as np
 
     from tfcompress.export import to_tflite
 
@@ -57,9 +56,8 @@ def measure(device, models: dict, rounds: int = 3) -> dict[str, float]:
         for name, model in models.items():
             paths[name] = Path(folder) / f"{len(paths)}.tflite"
             to_tflite(model, "float32", output=paths[name])
-        passes = [device.measure(list(paths.values()), threads=1, runs=FLAGS.runs, warmup=5) for _ in range(rounds)]
-    return {name: float(np.median([1000 * results[i].median_ms for results in passes]))
-            for i, name in enumerate(paths)}
+        measured = device.side_by_side(list(paths.values()), threads=1, runs=FLAGS.runs, passes=rounds)
+    return {name: 1000 * ms for name, ms in zip(paths, measured, strict=True)}
 
 
 def main(argv: list[str]) -> None:

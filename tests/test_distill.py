@@ -110,6 +110,8 @@ def test_a_student_learns_the_teachers_function_and_saves_alone(tmp_path):
     assert history["loss"][-1] < history["loss"][0]
     assert agreement() >= max(0.85, before + 0.2)
     assert all(np.array_equal(a, b) for a, b in zip(teacher.get_weights(), teacher_before, strict=True))
+    # and is left trainable: it is often the original model, pruned and fine-tuned next
+    assert teacher.trainable and len(teacher.trainable_weights) == len(teacher_before) - 2  # BN's moving stats
     distiller.save(tmp_path / "student.keras")
     saved = keras.models.load_model(tmp_path / "student.keras")
     assert saved.name == "student" and saved.count_params() == student.count_params()

@@ -498,3 +498,25 @@ def test_cli_refuses_a_non_tflite_file_and_writes_nothing(tmp_path):
     assert process.returncode != 0
     assert "is not a TFLite model" in process.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_side_by_side_is_each_models_median_over_interleaved_passes(tiny_tflite):
+    class Scripted(latency.Device):
+        """Pass k times model i at ``times[k][i]`` ms; records which models each pass measured."""
+
+        name = "scripted"
+
+        def __init__(self, times):
+            self.times, self.calls = iter(times), []
+
+        def measure(self, models, *, threads, runs, warmup):
+            self.calls.append(list(models))
+            return [latency.LatencyResult.from_times([ms] * runs, runtime="scripted", model_path=tiny_tflite,
+                                                     threads=threads, warmup=warmup) for ms in next(self.times)]
+
+        def fingerprint(self, threads):
+            return {}
+
+    device = Scripted([[1.0, 9.0], [5.0, 2.0], [3.0, 4.0]])
+    assert device.side_by_side([tiny_tflite, tiny_tflite], threads=1, runs=2) == [3.0, 4.0]
+    assert device.calls == [[tiny_tflite, tiny_tflite]] * 3  # every pass times every model

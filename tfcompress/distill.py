@@ -45,7 +45,9 @@ class Distiller(keras.Model):
     """A student trained by ``fit`` on ``alpha`` × the labels' cross-entropy + (1 − ``alpha``) × T² × the
     cross-entropy of the teacher's softened outputs (see the module docstring); predicts as the student.
 
-    The teacher is frozen (``teacher.trainable`` is set to False) and always runs in inference mode. ``save``
+    The teacher is never trained (its weights are not among the distiller's trainable weights; the model
+    itself is left as it was, trainable, since it is often the user's original, pruned or trained next) and
+    always runs in inference mode. ``save``
     writes the student alone: the file is the compressed model, not the training set-up. The tfcompress callbacks
     act on the student (:func:`tfcompress.training.student_of`). Batches are ``(x, y)``, or ``((x, teacher_logits),
     y)`` from :func:`with_teacher_logits`.
@@ -62,7 +64,6 @@ class Distiller(keras.Model):
                 raise TypeError(f"Distiller's {role} must be a keras.Model, got {type(model).__name__}")
         if teacher is not None:
             _check_same_io(student, teacher)
-            teacher.trainable = False
         self.student, self.teacher = student, teacher
         self.alpha, self.temperature = float(alpha), float(temperature)
         self._student_softmax = training.softmax_output(student) is not None
@@ -70,6 +71,15 @@ class Distiller(keras.Model):
         self._hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self._soft = keras.losses.CategoricalCrossentropy(from_logits=True)
         self.built = student.built  # its variables are the student's and the teacher's (BackupAndRestore asks)
+
+    @property
+    def trainable_weights(self) -> list:
+        """The student's: the optimizer never sees the teacher's."""
+        return self.student.trainable_weights if self.trainable else []
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.trainable_weights
 
     def compile(self, optimizer: keras.optimizers.Optimizer | str = "adam", **kwargs: Any) -> None:
         """``keras.Model.compile`` with the distillation loss and top-1 ``accuracy`` (of the student)."""

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tfcompress.latency.result import LatencyResult
 
 # What must match for two latencies to be comparable; the node name, OS and Python version need not.
@@ -27,6 +29,17 @@ class Device(abc.ABC):
         Raises:
             BenchmarkError: the device could not measure a model (the message says which and why).
         """
+
+    def side_by_side(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int = 5,
+                     passes: int = 3) -> list[float]:
+        """Each model's latency in ms: the median over ``passes`` passes that each time every model in turn.
+
+        Models compared this way share the host's state (load, clocks, caches) and a disturbed moment spreads over
+        all of them; separate runs on a shared or throttled machine disagree by tens of percent. Compare the
+        results as ratios.
+        """
+        results = [self.measure(models, threads=threads, runs=runs, warmup=warmup) for _ in range(passes)]
+        return [float(np.median([result[index].latency_ms for result in results])) for index in range(len(models))]
 
     @abc.abstractmethod
     def fingerprint(self, threads: int) -> dict[str, Any]:

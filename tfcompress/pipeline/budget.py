@@ -5,8 +5,9 @@
     result.tflite, result.met, result.message
 
 1. The model is measured on the device in float32 and int8 (latency, and LiteRT accuracy of each).
-2. The precision is chosen by measurement, not belief: the faster of the two whose accuracy loss fits the
-   budget (int8 is slower than float32 on some hosts; ``precision=`` overrides).
+2. The precision is chosen by measurement, not belief: int8 when its accuracy loss fits the budget and it runs
+   at most :data:`INT8_MARGIN` of float32's time side by side, else float32 (int8 is slower than float32 on
+   some hosts, and a tie within the noise is not worth its accuracy; ``precision=`` overrides).
 3. The device's latency table at that precision is loaded (``table_path``, if it was measured on this device)
    or built and saved there.
 4. A round prunes the *original* model to the table's prediction of the target (``method``: latency-aware
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from tfcompress import files, latency
 from tfcompress.graph import ChannelGraph
@@ -39,6 +39,9 @@ from tfcompress.pipeline.run import Measurement, run_recipe, write_summary
 from tfcompress.pipeline.stages import Context
 
 BUDGET_METHODS = ("fisher", "netadapt", "l1", "uniform")
+#: int8 is chosen when it takes at most this fraction of float32's time (measured side by side; runs of one
+#: model differ by a few percent)
+INT8_MARGIN = 0.95
 
 
 @dataclasses.dataclass
@@ -127,11 +130,11 @@ def compress(
     target_ms = latency_ms if latency_ms is not None else latency_fraction * reference["latency_ms"]
     drop = {p: 100 * (reference["litert_accuracy"] - row["litert_accuracy"]) for p, row in by_precision.items()}
     if precision == "auto":
-        fitting = [p for p in by_precision if drop[p] <= max_accuracy_drop] or ["float32"]
-        precision = min(fitting, key=lambda p: by_precision[p]["latency_ms"])
+        faster = by_precision["int8"]["latency_ms"] <= INT8_MARGIN * by_precision["float32"]["latency_ms"]
+        precision = "int8" if faster and drop["int8"] <= max_accuracy_drop else "float32"
     context.say(f"budget {target_ms:.3f} ms on {reference['host'].get('device')}: float32 "
                 f"{by_precision['float32']['latency_ms']:.3f} ms, int8 {by_precision['int8']['latency_ms']:.3f} ms "
-                f"(LiteRT accuracy −{drop['int8']:.2f} points) → {precision}")
+                f"(LiteRT accuracy {-drop['int8']:+.2f} points) → {precision}")
     rows = [dict(reference, stage="original"), dict(by_precision["int8"], stage="original int8")]
     start_ms = by_precision[precision]["latency_ms"]
     if start_ms <= target_ms and drop[precision] <= max_accuracy_drop:
@@ -176,7 +179,7 @@ def compress(
         rows.append(row)
         context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), measured "
                     f"{row['latency_ms']:.3f} ms (budget {target_ms:.3f}), LiteRT accuracy "
-                    f"{row['litert_accuracy']:.4f} (−{row['round_drop_points']:.2f} points)")
+                    f"{row['litert_accuracy']:.4f} ({-row['round_drop_points']:+.2f} points)")
         if best is None or _better(row, best[0], max_accuracy_drop):
             best = (row, run, recipe)
         fast, accurate = row["latency_ms"] <= target_ms, row["round_drop_points"] <= max_accuracy_drop
@@ -188,19 +191,19 @@ def compress(
     fast = row["latency_ms"] <= target_ms
     accurate = row["round_drop_points"] <= max_accuracy_drop
     if fast and accurate:
-        message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, −{row['round_drop_points']:.2f} points "
-                   f"≤ {max_accuracy_drop}")
+        message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, accuracy "
+                   f"{-row['round_drop_points']:+.2f} points (limit −{max_accuracy_drop})")
     else:
         missed = [f"latency {row['latency_ms']:.3f} ms > {target_ms:.3f} ms" if not fast else "",
-                  f"accuracy −{row['round_drop_points']:.2f} points > {max_accuracy_drop}" if not accurate else ""]
+                  f"accuracy lost {row['round_drop_points']:.2f} points > {max_accuracy_drop}" if not accurate else ""]
         message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
-                   f"{row['latency_ms']:.3f} ms at −{row['round_drop_points']:.2f} points ({row['stage']})")
+                   f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']})")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
                    table_path)
 
 
 def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement) -> list[float]:
-    """:func:`_interleaved_ms`, saved in ``folder/side_by_side.json`` and read back on a rerun with the same
+    """``Device.side_by_side``, saved in ``folder/side_by_side.json`` and read back on a rerun with the same
     ``key``: the next round's aim follows from it, so a resumed run must see the numbers the first one saw."""
     saved_path = folder / "side_by_side.json"
     try:
@@ -209,18 +212,10 @@ def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measu
             return [float(ms) for ms in saved["ms"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    ms = _interleaved_ms(paths, measurement)
+    ms = latency.open_device(measurement.device).side_by_side(paths, threads=measurement.threads,
+                                                              runs=measurement.runs)
     files.write_json(saved_path, {"key": key, "ms": ms})
     return ms
-
-
-def _interleaved_ms(paths: list[Path], measurement: Measurement, passes: int = 3) -> list[float]:
-    """The median latency of each model over ``passes`` passes that each time every model in turn: models
-    compared this way share the host's state (load, clocks, caches), which separate runs do not."""
-    device = latency.open_device(measurement.device)
-    results = [device.measure(paths, threads=measurement.threads, runs=measurement.runs, warmup=5)
-               for _ in range(passes)]
-    return [float(np.median([result[index].latency_ms for result in results])) for index in range(len(paths))]
 
 
 def _floor_fraction(model: keras.Model, table: latency.Table, precision: str) -> float:

@@ -72,3 +72,33 @@ def test_gradual_pruning_callback_reaches_the_schedule() -> None:
     with pytest.raises(ValueError, match="needs WeightMask layers"):
         plain.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0,
                   callbacks=[magnitude.GradualMagnitudePruning(schedule)])
+
+
+def test_gradual_pruning_masks_only_grow() -> None:
+    """Each update prunes the smallest of the weights still kept; a pruned weight never comes back, even when its
+    variable holds a large value (tfmot, which ranks every raw |w|, would revive it: see the class docstring)."""
+    keras.utils.set_random_seed(0)
+    model = weight_masks.wrap(_model())
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    callback = magnitude.GradualMagnitudePruning(
+        magnitude.PolynomialDecay(0.5, 0.75, begin_step=0, end_step=1, power=1, frequency=1))
+    callback.set_model(model)
+    fc = model.get_layer("fc")
+    magnitudes = np.abs(fc.layer.kernel.numpy())
+
+    callback.on_train_batch_begin(0)  # step 0: half of each layer
+    first = fc.get_masks()["kernel"]
+    assert first.sum() == 768 // 2 and magnitudes[first].min() >= magnitudes[~first].max()
+
+    revived = np.unravel_index(np.argmax(np.where(first, -np.inf, magnitudes)), first.shape)
+    kernel = fc.layer.kernel.numpy()
+    kernel[revived] = 10.0  # the largest value of the layer, in a pruned position
+    fc.layer.kernel.assign(kernel)
+    model.optimizer.iterations.assign(1)
+    callback.on_train_batch_begin(1)  # step 1: three quarters
+    second = fc.get_masks()["kernel"]
+    assert second.sum() == 768 // 4
+    assert not second[revived] and not (second & ~first).any()  # nothing pruned comes back
+    newly_pruned = first & ~second
+    assert np.abs(kernel[second]).min() >= np.abs(kernel[newly_pruned]).max()
+    assert [step for step, _ in callback.history] == [0, 1]

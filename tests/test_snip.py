@@ -125,6 +125,90 @@ def test_variance_scaling_reinit_uses_true_fan_in() -> None:
     assert not model.get_layer("conv").bias.numpy().any()
 
 
+def _trained_batch_norm(model: keras.Model) -> list[np.ndarray]:
+    """Sets the BatchNorm of ``_model`` to values no fresh layer has (as after training); returns them."""
+    values = [np.full(6, value, np.float32) for value in (3.0, 1.5, 0.5, 2.0)]  # γ, β, moving mean, variance
+    model.get_layer("bn").set_weights(values)
+    return values
+
+
+def test_reinitialization_builds_batch_norm_fresh() -> None:
+    keras.utils.set_random_seed(7)
+    model = _model()
+    _trained_batch_norm(model)
+    snip.reinitialize(model, seed=0)
+    gamma, beta, mean, variance = model.get_layer("bn").get_weights()
+    assert (gamma == 1).all() and (beta == 0).all() and (mean == 0).all() and (variance == 1).all()
+
+
+def test_prune_resets_batch_norm_only_with_fresh_weights() -> None:
+    keras.utils.set_random_seed(8)
+    model, batch = _model(), _batch()
+    trained = _trained_batch_norm(model)
+    fresh = snip.prune(model, batch, 0.5, init="variance_scaling", seed=0)
+    for value, default in zip(fresh.model.get_layer("bn").get_weights(), (1.0, 0.0, 0.0, 1.0), strict=True):
+        assert (value == default).all()
+    # the saliency pass ran on the fresh statistics: it equals a pass on a model re-initialized by hand
+    scored = weight_masks.copy_model(model)
+    snip.reinitialize(scored, seed=0)
+    np.testing.assert_allclose(snip.connection_sensitivity(scored, batch)["fc"]["kernel"], fresh.scores["fc"]["kernel"],
+                               rtol=1e-5, atol=1e-12)
+    kept = snip.prune(model, batch, 0.5, init="model")  # the model's own weights, statistics included
+    for value, expected in zip(kept.model.get_layer("bn").get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(value, expected)
+    for value, expected in zip(model.get_layer("bn").get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(value, expected)  # the input model is left alone
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_coupled_weight_decay_adds_exactly_the_l2_gradient(nesterov) -> None:
+    """One and two SGD steps with coupled decay λ equal SGD on the gradient of loss + λ/2·‖w‖², by hand and by
+    autodiff; Keras' decoupled decay differs under momentum; biases are not decayed."""
+    lr, momentum, wd = 0.1, 0.9, 0.05
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+    rng = np.random.default_rng(0)
+    dense.set_weights([rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=3).astype("float32")])
+    kernel, bias = (v.numpy().copy() for v in (dense.kernel, dense.bias))
+    g_kernel, g_bias = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=3).astype("float32")
+
+    def step(weight_decay_mode: str) -> keras.optimizers.Optimizer:
+        optimizer = tfc.training.sgd(lr, 10, "constant", momentum, wd, nesterov, weight_decay_mode=weight_decay_mode)
+        dense.set_weights([kernel, bias])
+        optimizer.apply_gradients([(g_kernel, dense.kernel), (g_bias, dense.bias)])
+        return optimizer
+
+    first = 1 + momentum if nesterov else 1.0  # the first step from zero momentum, in units of lr·gradient
+    coupled = step("coupled")
+    assert isinstance(coupled, tfc.training.CoupledWeightDecaySGD)
+    np.testing.assert_allclose(dense.kernel.numpy(), kernel - first * lr * (g_kernel + wd * kernel), rtol=1e-6)
+    np.testing.assert_allclose(dense.bias.numpy(), bias - first * lr * g_bias, rtol=1e-6)
+    step("decoupled")
+    np.testing.assert_allclose(dense.kernel.numpy(), kernel - lr * wd * kernel - first * lr * g_kernel, rtol=1e-6)
+
+    # Two steps of a real loss: coupled decay on the loss gradient = no decay on the gradient of loss + λ/2·‖w‖²
+    x = rng.normal(size=(8, 4)).astype("float32")
+
+    def loss(l2: float) -> tf.Tensor:
+        return tf.reduce_mean(tf.square(dense(x))) + l2 / 2 * tf.reduce_sum(tf.square(dense.kernel.value))
+
+    def train(optimizer: keras.optimizers.Optimizer, l2: float) -> np.ndarray:
+        dense.set_weights([kernel, bias])
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                value = loss(l2)
+            optimizer.apply_gradients(zip(tape.gradient(value, dense.trainable_variables), dense.trainable_variables,
+                                          strict=True))
+        return dense.kernel.numpy()
+
+    coupled_kernel = train(tfc.training.sgd(lr, 10, "constant", momentum, wd, nesterov, weight_decay_mode="coupled"),
+                           0.0)
+    l2_kernel = train(tfc.training.sgd(lr, 10, "constant", momentum, 0.0, nesterov), wd)
+    np.testing.assert_allclose(coupled_kernel, l2_kernel, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="weight_decay_mode must be one of"):
+        tfc.training.sgd(weight_decay_mode="l2")
+
+
 def test_channel_saliency_sums_per_output_channel() -> None:
     keras.utils.set_random_seed(5)
     model, batch = _model(), _batch()

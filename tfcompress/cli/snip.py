@@ -5,8 +5,9 @@
     python scripts/snip.py --model=models/lenet5_fashion_mnist.keras --init=model --target_sparsity=0.9 \
         --epochs=2 --output=/tmp/lenet5_trained_snip90.keras   # saliency of a trained model's own weights
 
-Lee, Ajanthan & Torr, ICLR 2019 (REFERENCE.md §4): variance-scaling init, connection sensitivity |g·w| on one
-batch of ``--batch_size`` training images, global top-κ, the mask applied to a fresh init, SGD training.
+Lee, Ajanthan & Torr, ICLR 2019 (REFERENCE.md §4): variance-scaling init (BatchNorms fresh too), connection
+sensitivity |g·w| on one batch of ``--batch_size`` training images, global top-κ, the mask applied to a fresh
+init, SGD training with the reference's coupled L2 term (loss + wd/2·Σw², ``--weight_decay_mode``).
 Prints the per-layer sparsity and the test error. Writes OUTPUT and OUTPUT.json (per-layer sparsity, test error,
 pre-pass time, flags), both atomically. OUTPUT keeps the WeightMask layers, so that the next program keeps the
 zeros (``scripts/prune.py`` fine-tunes with the masks; ``scripts/export.py --sparse`` strips them into plain
@@ -33,7 +34,11 @@ flags.DEFINE_float("lr", 0.02, "Initial learning rate (LeNet-5 diverges at 0.1 w
                    "trains well at 0.1).", lower_bound=0.0)
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "step", "constant"], "Learning-rate schedule.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (Nesterov).", lower_bound=0.0)
-flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay on kernels (reference: 5e-4).", lower_bound=0.0)
+flags.DEFINE_float("weight_decay", 5e-4, "Weight decay wd on kernels (reference: 5e-4, its loss + 0.00025·Σw²).",
+                   lower_bound=0.0)
+flags.DEFINE_enum("weight_decay_mode", "coupled", ["coupled", "decoupled"],
+                  "coupled: an L2 term wd/2·Σw² in the loss, its gradient going through the momentum (the "
+                  "reference); decoupled: Keras' w ← w − lr·wd·w, which decays ~10× less at momentum 0.9.")
 flags.DEFINE_enum("init", "variance_scaling", ["variance_scaling", "model"],
                   "Weights the saliency is computed on: a variance-scaling re-init (reference) or the model's own.")
 flags.DEFINE_enum("train_init", None, ["fresh", "same"],
@@ -58,7 +63,7 @@ flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), 
 
 _OWN_FLAGS = (
     "model", "model_args", "dataset", "data_dir", "image_size", "target_sparsity", "prune_batches", "batch_size",
-    "epochs", "lr", "schedule", "momentum", "weight_decay", "init", "train_init", "prune_biases",
+    "epochs", "lr", "schedule", "momentum", "weight_decay", "weight_decay_mode", "init", "train_init", "prune_biases",
     "allow_empty_layers", "augment", "train_limit", "seed", "strip", "output",
 )
 
@@ -99,7 +104,7 @@ def main(argv: list[str]) -> None:
                           limit=FLAGS.train_limit, **common)
     test = tfc.data.load(FLAGS.dataset, "test", **common)
     optimizer = tfc.training.sgd(FLAGS.lr, FLAGS.epochs * int(train.cardinality()), FLAGS.schedule, FLAGS.momentum,
-                                 FLAGS.weight_decay)
+                                 FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode)
     tfc.training.compile_classifier(result.model, optimizer)
     start = time.time()
     result.model.fit(train, epochs=FLAGS.epochs, verbose=2, callbacks=[tfc.training.StopOnNonFinite()])

@@ -7,7 +7,7 @@
 * :class:`GradualMagnitudePruning` — a ``model.fit`` callback that raises the sparsity of a masked model along
   :class:`PolynomialDecay` (Zhu & Gupta, "To prune, or not to prune", 2017), pruning each layer to the
   scheduled sparsity by magnitude — the same schedule and step semantics as tfmot's
-  ``PolynomialDecay`` / ``prune_low_magnitude``, without tfmot.
+  ``PolynomialDecay`` / ``prune_low_magnitude``, without tfmot, but its masks only grow (see the class).
 
 All return or maintain masks in the :mod:`tfcompress.pruning.weight_masks` format; apply them with
 :func:`tfcompress.pruning.weight_masks.apply_masks`.
@@ -99,8 +99,22 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
     """Prunes a masked model by magnitude during ``fit``, following a :class:`PolynomialDecay` schedule.
 
     At each training step t the schedule selects, each prunable layer is pruned to s(t) by magnitude (per layer,
-    as tfmot does; ``scope="global"`` ranks all layers together). Weights pruned earlier stay pruned (they are
-    0), and the masks' constraint keeps them at 0 despite the optimizer's momentum.
+    as tfmot does; ``scope="global"`` ranks all layers together).
+
+    **Same schedule, masks only grow.** A weight pruned once stays pruned: each update ranks the weights still
+    kept and prunes the smallest of them, so the pruned set at step t contains every earlier one. tfmot differs
+    here. Its wrapper assigns w ← w ⊙ m at each training step, then runs the layer on that variable, so a pruned
+    weight gets the gradient ∂L/∂w at the masked point and the optimizer moves it off zero until the next
+    step's re-masking; at a pruning step ``pruning_impl._update_mask`` ranks |w| of *all* weights, these
+    included, and keeps those ≥ the k-th largest, so a pruned weight whose last update (with momentum) carries
+    it above the threshold comes back. Here the forward pass computes with w ⊙ m (zero gradient for pruned
+    weights) and the mask's constraint re-zeroes them after every step — what SNIP and the other fixed-mask
+    methods need — so there is nothing to regrow from, and ranking raw |w| would give the same masks. Matching
+    tfmot would need a straight-through gradient to pruned weights and re-masking before the forward pass
+    instead of after the step, a change to :class:`~tfcompress.pruning.weight_masks.WeightMask` that every
+    masked model would feel. Smaller differences: tfmot keeps at least one weight per layer and every weight
+    tied with the threshold; here exactly round(N·(1 − s)) are kept, and a layer left empty is refused unless
+    ``allow_empty_layers``.
 
     The model must hold :class:`~tfcompress.pruning.weight_masks.WeightMask` layers: build it with
     ``tfcompress.pruning.weight_masks.wrap(model)`` before compiling.

@@ -12,7 +12,9 @@ prunable weights, once, before training, and trains the remaining network with t
 As in the reference code:
 
 * the network is re-initialized with variance scaling (scale 1, fan-in, truncated normal; biases 0) before
-  the saliency pass (``init="variance_scaling"``; ``init="model"`` keeps the model's weights);
+  the saliency pass (``init="variance_scaling"``; ``init="model"`` keeps the model's weights), and so are its
+  BatchNorms: the reference builds the whole network anew, so their moving statistics start at mean 0 and
+  variance 1 and γ, β at 1, 0 (:func:`reinitialize`);
 * the mask is computed on that initialization and applied to a *separate* fresh one for training
   (``train_init="fresh"``, the paper's ``weights_bp`` vs ``weights_ap``); ``train_init="same"`` trains the very
   weights the mask was computed on;
@@ -174,13 +176,18 @@ def _layer_by_name(model: keras.Model, name: str) -> keras.layers.Layer:
 
 def reinitialize(model: keras.Model, seed: int | None = None) -> None:
     """Re-draws, in place, every prunable layer's kernels with variance scaling (scale 1, fan-in, truncated
-    normal — TF1's ``variance_scaling_initializer``, the reference's ``vs``) and zeroes its biases.
+    normal — TF1's ``variance_scaling_initializer``, the reference's ``vs``) and zeroes its biases, and resets
+    every BatchNormalization to its initializers (by default γ = 1, β = 0, moving mean 0, moving variance 1), as
+    the reference builds its BatchNorms anew. Other layers are left as they are.
 
     A depthwise kernel (k_h, k_w, C_in, m) gets fan-in k_h·k_w, its true fan-in, not the k_h·k_w·C_in that a
-    generic initializer would assume. Other layers (BatchNorm, ...) are left as they are.
+    generic initializer would assume. The BatchNorm reset matters twice: the saliency pass runs BatchNorm in
+    inference mode, on these statistics, and the fresh network trained afterwards must not start from a
+    trained one's statistics.
     """
     rng = np.random.default_rng(seed)
-    for layer_name, per in weight_masks.prunable_weights(model, prune_biases=True).items():
+    prunable = weight_masks.prunable_weights(model, prune_biases=True)
+    for layer_name, per in prunable.items():
         spec = weight_masks.prunable_spec(_layer_by_name(model, layer_name))
         for name, variable in per.items():
             if name in spec.biases:
@@ -192,6 +199,11 @@ def reinitialize(model: keras.Model, seed: int | None = None) -> None:
                 scale=1.0, mode="fan_in", distribution="truncated_normal", seed=int(rng.integers(2**31 - 1))
             )
             variable.assign(np.reshape(keras.ops.convert_to_numpy(initializer(draw_shape, variable.dtype)), shape))
+    for layer in iter_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for variable in layer.weights:  # gamma, beta, moving_mean, moving_variance: each has <name>_initializer
+                initializer = getattr(layer, f"{variable.name}_initializer")
+                variable.assign(initializer(variable.shape, variable.dtype))
 
 
 # ----------------------------------------------------------------------------------------------- pipeline

@@ -91,7 +91,11 @@ def code_report(model: keras.Model) -> dict[str, Any]:
 
 def micronet_score(model: keras.Model, task: str = "cifar100", **kwargs: Any) -> micronet.MicroNetScore:
     """``micronet.score`` with ternary counting for ternary layers and for plain Conv2D / DepthwiseConv2D /
-    Dense layers whose kernel holds ternary values (a stripped ternary model)."""
+    Dense layers whose kernel holds ternary values (a stripped ternary model).
+
+    As in ``micronet.score``, dead channels (all-zero output channels, which ternarization leaves behind) are
+    removed before counting, as the reference scorer does; pass ``remove_dead_channels=False`` to keep them.
+    """
     overrides = {
         layer.name: count_ternary for layer in iter_layers(model)
         if getattr(specs.SPECS.lookup(layer, exact=True), "ternary", None) is not None

@@ -10,14 +10,24 @@ parameter bits, 16 in the challenge; parameters in 32-bit units):
   - mask + sign: ⌈(numel + nnz + 2·b)/32⌉ (a non-zero mask, then one sign bit per non-zero);
   - CSR: ⌈(nnz·(b+1) + (rows+1)·b + 2·b)/32⌉ (column index and sign per non-zero, row pointers);
   - CER: ⌈(nnz·b + 2·(rows+1)·b + 2·b)/32⌉;
-  rows = output channels (the reference first removes dead channels; we do not);
+  numel and rows = the kernel's live output channels (see dead channels below);
 * multiplications: 2 per output element (the partial sums of the + and − inputs times w_p and w_n);
 * additions: the non-zero inputs of each output channel summed by a tree adder whose width starts at the
   multiplication width (16 bits), grows by one bit per level and stops at 32; each addition is weighted
-  width/32 (:func:`tree_adder`). The reference starts its tree from vector_length − 1 operands (one addition
-  fewer than a dot product of vector_length terms) and uses the layer's average non-zeros per channel; we
-  count the exact non-zeros of each channel, so an output costs exactly nnz − 1 additions.
+  width/32 (:func:`tree_adder`). Here we keep a deliberate difference: the reference runs one tree per output
+  channel on the layer's *average* non-zeros per channel, starting from vector_length − 1 operands (so one
+  addition short of a dot product of vector_length terms); we run each channel's tree on its *exact*
+  non-zeros, so an output costs exactly nnz − 1 additions. That is more exact than the reference, higher or
+  lower depending on how the non-zeros spread over the channels;
 * bias and activation as for plain layers.
+
+**Dead channels.** :func:`tfcompress.micronet.score` removes channels that are dead in the whole model
+before counting. An output channel of this layer whose ternary kernel slice is all zero but which stays in the
+model (it is added into a residual stream that other layers keep alive) costs nothing here, as in the
+reference (``count_convs`` takes it off c_out): no storage (numel and rows are the live channels'), no
+multiplication, no addition, no bias or activation per output — its output is the constant bias, which the
+layers reading it can absorb. Like the reference, the storage formats do not pay for recording which output
+channels are live (one bit per channel).
 
 Layers in ECP mode (non-zeros at full precision) are counted like a sparse plain layer. The counter is
 registered for the ternary layer classes; :func:`micronet_score` also applies it to plain layers whose kernel
@@ -104,23 +114,25 @@ def _bias_and_activation(call: Call, out_channels: int, n_outputs: int, precisio
 def count_ternary(call: Call, precision: Precision) -> Count:
     """MicroNet counter of a ternary (or ECP) Conv2D / DepthwiseConv2D / Dense call; see the module docstring."""
     kernel = effective_kernel(call.layer)
-    n_outputs = known_size(call, call.output_shape)
     out_channels = int(np.prod(kernel.shape[-2:])) if isinstance(
         call.layer, keras.layers.DepthwiseConv2D) else int(kernel.shape[-1])
+    positions = known_size(call, call.output_shape) // out_channels
     per_channel_nonzero = np.count_nonzero(kernel.reshape(-1, out_channels), axis=0)
-    numel, nonzero = int(kernel.size), int(per_channel_nonzero.sum())
-    positions = n_outputs // out_channels
-    extra = _bias_and_activation(call, out_channels, n_outputs, precision)
+    live = int(np.count_nonzero(per_channel_nonzero))  # all-zero output channels cost nothing (module doc)
+    numel, nonzero = kernel.size // out_channels * live, int(per_channel_nonzero.sum())
+    n_outputs = positions * live
+    extra = _bias_and_activation(call, live, n_outputs, precision)
     extra_ops = weighted_ops(extra.mults, extra.adds, precision)
+    dead_note = f"; {out_channels - live} dead output channels not counted" if live < out_channels else ""
 
     if getattr(call.layer, "mode", "ternary") == "prune":
-        mults, adds = dot_product_ops(nonzero / out_channels, n_outputs)
+        mults, adds = dot_product_ops(nonzero / max(live, 1), n_outputs)
         return Count(
             params=sparse_params(numel, nonzero, precision.param_bits) + extra.params,
-            mults=mults + extra.mults, adds=adds + extra.adds, note="ECP: sparse, full-precision non-zeros",
+            mults=mults + extra.mults, adds=adds + extra.adds, note="ECP: sparse, full-precision non-zeros" + dead_note,
         )
 
-    formats = ternary_param_formats(numel, nonzero, out_channels, precision.param_bits)
+    formats = ternary_param_formats(numel, nonzero, live, precision.param_bits)
     best = min(formats, key=formats.get)
     additions = addition_bits = 0
     for operands, channels in zip(*np.unique(per_channel_nonzero, return_counts=True), strict=True):
@@ -131,7 +143,5 @@ def count_ternary(call: Call, precision: Precision) -> Count:
     ops = mults * precision.mul_bits / BASE_BITS + addition_bits * positions / BASE_BITS + extra_ops
     return Count(
         params=formats[best] + extra.params, mults=mults + extra.mults, adds=additions * positions + extra.adds,
-        ops=ops, note=f"ternary ({best}); tree adder",
+        ops=ops, note=f"ternary ({best}); tree adder{dead_note}",
     )
-
-

@@ -27,7 +27,7 @@ import numpy as np
 
 from tfcompress import files
 from tfcompress.graph import ChannelGraph
-from tfcompress.pruning.importance import Importance, get_importance
+from tfcompress.pruning.importance import IMPORTANCES, Importance, get_importance
 from tfcompress.pruning.shrink import channel_mask_params, fold_channel_masks, shrink
 
 CostFn = Callable[[Mapping[int, int]], float]
@@ -344,6 +344,8 @@ def prune_channels(
         if scope == "global":
             raise ValueError("importance 'uniform' removes the same fraction everywhere: scope must be 'local'")
         importance, scope = "l1", "local"
+    elif isinstance(importance, str) and importance not in IMPORTANCES:
+        raise ValueError(f"unknown importance {importance!r}; known: {', '.join(sorted([*IMPORTANCES, 'uniform']))}")
     scorer = get_importance(importance, **({"seed": seed} if importance == "random" else {}))
     if scorer.requires_data:
         if data is None:

@@ -3,10 +3,14 @@
     python benchmarks/ec2t.py            # bounded run (~20 min on 2 shared cores): training subset, few epochs
     python benchmarks/ec2t.py --full     # the reference schedule: whole training set, 20 + 15 epochs
 
-Starting from the trained float32 model, each method ternarizes every convolution except the stem (the
-classifier stays full precision) and trains with the reference optimizer (Adam, 1e-4 for the model and shadow
-weights, 1e-5 for the centroids via ``ternary.CentroidAdam``): TTQ (threshold 0.05·max|W|) and EC2T at two
-``lambda_max_divr`` values (quantization epochs, then retrain epochs with the assignment frozen). Reported on
+Starting from the trained float32 model, each method ternarizes every convolution except the stem and the 1×1
+projection shortcuts (the classifier stays full precision), as the references do: TTQ (threshold 0.05·max|W|)
+with its official recipe (momentum SGD 0.1, L2 2e-4, stepped; scales from 1.0) and with the former one (EC2T's
+Adam, scales from the mean); EC2T with the reference optimizer (Adam, 1e-4 for the model and shadow weights,
+1e-5 for the centroids via ``ternary.CentroidAdam``) at two ``lambda_max_divr`` values (quantization epochs, then
+retraining from the best-holdout quantization epoch with the assignment frozen), and the first again with the
+reference code's w_n gradient sign (``wn_gradient="reference"``: the published numbers used it; ours is the
+exact gradient). The holdout is ``--holdout_fraction`` of the training split. Reported on
 the full test split: accuracy, sparsity of the ternary layers, their bits per weight (code entropy + centroids),
 the model kernels' entropy-coded and the float32 ``.tflite``'s gzip size as ratios to float32, the MicroNet
 score (CIFAR-100 reference, ternary counting), and the median training step time relative to plain training
@@ -35,6 +39,7 @@ flags.DEFINE_integer("retrain_epochs", 1, "EC2T retrain epochs with the assignme
 flags.DEFINE_list("lambda_max_divrs", ["0.15", "0.25"], "The two EC2T lambda_max_divr settings.")
 flags.DEFINE_float("ini_c_divr", 0.3, "EC2T initial centroid scale.", lower_bound=0.0)
 flags.DEFINE_float("ttq_threshold", 0.05, "TTQ threshold (fraction of max|W|).")
+flags.DEFINE_float("holdout_fraction", 0.1, "Training split held out to pick EC2T's best quantization epoch.")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
 flags.DEFINE_integer("timing_steps", 30, "Plain-training steps timed for the step-time baseline.", lower_bound=5)
 flags.DEFINE_bool("full", False, "Reference schedule: all training data, 20 quantization + 15 retrain epochs.")
@@ -69,7 +74,9 @@ def main(argv: list[str]) -> None:
     float_model = export.load_keras_model(REPO / FLAGS.model)
     options = tfc.data.pipeline_options_for(float_model.input_shape, FLAGS.dataset)
     train = tfc.data.load(FLAGS.dataset, "train", batch_size=FLAGS.batch_size, augment=True, seed=0,
-                          limit=FLAGS.train_limit or None, **options)
+                          limit=FLAGS.train_limit or None, holdout_fraction=FLAGS.holdout_fraction, **options)
+    holdout = tfc.data.load(FLAGS.dataset, "holdout", batch_size=500, holdout_fraction=FLAGS.holdout_fraction,
+                            **options)
     test = tfc.data.load(FLAGS.dataset, "test", batch_size=500, **options)
     steps_per_epoch = int(train.cardinality())
 
@@ -122,22 +129,29 @@ def main(argv: list[str]) -> None:
     time_plain(plain_timers[0])
     rows = []
     total_epochs = FLAGS.epochs + FLAGS.retrain_epochs
-    keras.utils.set_random_seed(0)
-    model = ttq.ternarize(float_model, FLAGS.ttq_threshold)
-    timer, start = StepTimer(), time.time()
-    print(f"TTQ: {total_epochs} epochs × {steps_per_epoch} steps", flush=True)
-    ttq.train(model, train, total_epochs, threshold=FLAGS.ttq_threshold, callbacks=[timer], verbose=2)
-    rows.append(describe(f"TTQ t={FLAGS.ttq_threshold:g}", model, timer, time.time() - start))
-    for lambda_max_divr in lambdas:
+    for recipe, scale_init, label in (("official", "ones", "official recipe"),
+                                      ("ec2t", "mean", "former: EC2T's Adam, mean scales")):
         keras.utils.set_random_seed(0)
-        model = ec2t.ternarize(float_model, FLAGS.ini_c_divr)
+        model = ttq.ternarize(float_model, FLAGS.ttq_threshold, scale_init=scale_init)
         timer, start = StepTimer(), time.time()
-        print(f"EC2T λ={lambda_max_divr}: {FLAGS.epochs}+{FLAGS.retrain_epochs} epochs × {steps_per_epoch} steps",
-              flush=True)
-        ec2t.train(model, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=lambda_max_divr,
-                   callbacks=[timer], verbose=2)
-        rows.append(describe(f"EC2T ini={FLAGS.ini_c_divr:g} λ={lambda_max_divr:g}", model, timer,
-                             time.time() - start))
+        print(f"TTQ ({label}): {total_epochs} epochs × {steps_per_epoch} steps", flush=True)
+        ttq.train(model, train, total_epochs, threshold=FLAGS.ttq_threshold, recipe=recipe, callbacks=[timer],
+                  verbose=2)
+        rows.append(describe(f"TTQ t={FLAGS.ttq_threshold:g} ({label})", model, timer, time.time() - start))
+    ec2t_runs = [(lambda_max_divr, "exact") for lambda_max_divr in lambdas] + [(lambdas[0], "reference")]
+    for lambda_max_divr, wn_gradient in ec2t_runs:
+        keras.utils.set_random_seed(0)
+        model = ec2t.ternarize(float_model, FLAGS.ini_c_divr, wn_gradient=wn_gradient)
+        timer, start = StepTimer(), time.time()
+        print(f"EC2T λ={lambda_max_divr} (w_n gradient {wn_gradient}): {FLAGS.epochs}+{FLAGS.retrain_epochs} "
+              f"epochs × {steps_per_epoch} steps", flush=True)
+        history = ec2t.train(model, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=lambda_max_divr,
+                             validation_data=holdout, callbacks=[timer], verbose=2)
+        sign = " (reference w_n sign)" if wn_gradient == "reference" else ""
+        row = describe(f"EC2T ini={FLAGS.ini_c_divr:g} λ={lambda_max_divr:g}{sign}", model, timer,
+                       time.time() - start)
+        row["best_quantization_epoch"] = history.get("best_quantization_epoch")
+        rows.append(row)
     time_plain(plain_timers[1])
     rows.insert(0, describe("float32 (reference)", float_model, min(plain_timers, key=StepTimer.median_ms), None))
 

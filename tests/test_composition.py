@@ -117,7 +117,7 @@ def _form(name: str, form: str) -> keras.Model:
         model = ec2t.ternarize(base, ini_c_divr=0.3, layers=_ternary_selection(base))
         _fit(model, name, form)
     elif form == "ttq":
-        model = ttq.ternarize(base)
+        model = ttq.ternarize(base, scale_init="mean")  # trained by _fit's SGD, not TTQ's recipe: mean start
         _fit(model, name, form)
     else:
         graph = ChannelGraph(base)

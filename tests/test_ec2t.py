@@ -1,4 +1,5 @@
-"""EC2T: the assignment rule and Λ against hand-computed values, the two phases, ECP, errors, MirroredStrategy."""
+"""EC2T: the assignment rule and Λ against hand-computed values, the two phases (retrain from the best
+validation epoch), ECP, layer selection on the reference ResNet-20, errors, MirroredStrategy, the script."""
 
 import json
 import textwrap
@@ -134,13 +135,77 @@ def test_retrain_phase_freezes_assignment_and_shadow_kernel():
     assert not np.array_equal(model.get_layer("stem").kernel.numpy(), stem_before)  # full-precision layers train
 
 
-def test_ecp_keeps_full_precision_nonzeros():
-    model = ec2t.ternarize(_small_model(), ini_c_divr=0.3, mode="prune")
+def test_ecp_keeps_full_precision_nonzeros_and_trains_the_centroids():
+    model = ec2t.ternarize(_small_model(), ini_c_divr=0.8, mode="prune")  # centroids above the 0.675·std floor
+    initial = {layer.name: (layer.w_p.numpy(), layer.w_n.numpy()) for layer in ternary.ternary_layers(model)}
     ec2t.train(model, _data(), epochs=1, lambda_max_divr=0.5, verbose=0)
     for layer in ternary.ternary_layers(model):
         kernel, W, A = layer.ternary_kernel().numpy(), layer.kernel.numpy(), layer.assignment.numpy()
         np.testing.assert_array_equal(kernel, np.where(A != 0, W, 0))
         assert np.unique(kernel).size > 3 and np.mean(kernel == 0) > 0.3
+        # As in the reference, the centroids get the ternary mode's gradients and move (Adam, lr 1e-5).
+        w_p, w_n = initial[layer.name]
+        assert layer.w_p.numpy() != w_p and layer.w_n.numpy() != w_n
+
+
+def test_projection_shortcuts_of_the_reference_resnet20_stay_float():
+    model = keras.models.load_model(REPO / "models" / "resnet20_fashion_mnist.keras")
+    tern = ec2t.ternarize(model, ini_c_divr=0.3)
+    shortcuts = ["stage2_block0_proj", "stage3_block0_proj"]
+    for name in shortcuts:
+        assert type(tern.get_layer(name)) is keras.layers.Conv2D
+        np.testing.assert_array_equal(tern.get_layer(name).kernel.numpy(), model.get_layer(name).kernel.numpy())
+    names = [layer.name for layer in ternary.ternary_layers(tern)]
+    assert len(names) == 18 and all(name.endswith(("_conv1", "_conv2")) for name in names)  # 9 blocks × 2
+    assert type(tern.get_layer("stem")) is keras.layers.Conv2D
+    with_shortcuts = ec2t.ternarize(model, ini_c_divr=0.3, ternarize_shortcuts=True)
+    assert {layer.name for layer in ternary.ternary_layers(with_shortcuts)} == {*names, *shortcuts}
+
+
+def test_best_state_restores_the_best_epoch():
+    model = _small_model()
+    best = ec2t.BestState()
+    best.set_model(model)
+    kernels = []
+    for epoch, accuracy in enumerate([0.5, 0.8, 0.8, 0.6]):  # ties keep the first
+        model.get_layer("conv1").kernel.assign(np.full(model.get_layer("conv1").kernel.shape, float(epoch)))
+        kernels.append(model.get_weights())
+        best.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert best.best_epoch == 1
+    best.restore()
+    for restored, expected in zip(model.get_weights(), kernels[1], strict=True):
+        np.testing.assert_array_equal(restored, expected)
+    with pytest.raises(ValueError, match="no epoch logged"):
+        ec2t.BestState().restore()
+
+
+class _RecordAssignments(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.assignments = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        layers = ternary.ternary_layers(self.model)
+        if not layers[0].assignment_frozen:  # quantization epochs only
+            self.assignments.append([layer.assignment.numpy() for layer in layers])
+
+
+@pytest.mark.slow
+def test_retrain_phase_starts_from_the_best_validation_epoch():
+    model = ec2t.ternarize(_small_model(), ini_c_divr=0.3)
+    record = _RecordAssignments()
+    history = ec2t.train(model, _data(), epochs=4, retrain_epochs=1, lambda_max_divr=1.0,
+                         validation_data=_data(48, seed=1), callbacks=[record], verbose=0)
+    accuracies = history["val_accuracy"][:4]
+    best = int(np.argmax(accuracies))  # the first best, as the reference (is_best = accuracy > best_acc)
+    assert history["best_quantization_epoch"] == [best + 1]
+    assert len(record.assignments) == 4
+    for layer, assignment in zip(ternary.ternary_layers(model), record.assignments[best], strict=True):
+        np.testing.assert_array_equal(layer.assignment.numpy(), assignment)  # frozen at the best epoch's
+    # Here the best epoch is not the last, and the assignment changed since: the restore is visible.
+    assert best < 3
+    assert not all(np.array_equal(a, b) for a, b in zip(record.assignments[best], record.assignments[-1],
+                                                        strict=True))
 
 
 def test_bad_input_errors():
@@ -201,17 +266,22 @@ def test_ternarize_script_end_to_end(tmp_path):
     output = tmp_path / "lenet5_ec2t.keras"
     process = run_script(
         "ternarize", f"--model={REPO / 'models' / 'lenet5_fashion_mnist.keras'}", "--method=ec2t", "--epochs=1",
-        "--retrain_epochs=1", "--train_limit=256", "--lambda_max_divr=0.15", f"--output={output}",
+        "--retrain_epochs=1", "--train_limit=256", "--lambda_max_divr=0.15", "--wn_gradient=reference",
+        f"--output={output}",
     )
     assert "conv2" in process.stdout and "MicroNet score (cifar100)" in process.stdout
     report = json.loads(output.with_name(output.name + ".json").read_text())
     assert report["method"] == "ec2t" and report["float_test_accuracy"] == pytest.approx(0.8984)
+    # The retrain phase started from the best epoch on the 10 % holdout (the only one here).
+    assert report["history"]["best_quantization_epoch"] == [1] and "val_accuracy" in report["history"]
+    assert report["flags"]["wn_gradient"] == "reference" and report["flags"]["holdout_fraction"] == 0.1
     assert [row["name"] for row in report["codes"]["layers"]] == ["conv2"]  # LeNet-5: not the stem, not the FCs
     assert report["micronet"]["score"] < report["micronet"]["float_score"]
     assert report["compression_layers"] == {"TernaryConv2D": ["conv2"]}
     kept = keras.models.load_model(output)  # ternary layers kept (registered when tfcompress is imported)
     conv2 = kept.get_layer("conv2")
     assert isinstance(conv2, ternary.TernaryConv2D) and conv2.assignment_frozen
+    assert conv2.wn_gradient == "reference"  # --wn_gradient reached the layers
     assert np.unique(keras.ops.convert_to_numpy(conv2.ternary_kernel())).size == 3
 
     plain_output = tmp_path / "lenet5_ec2t_plain.keras"

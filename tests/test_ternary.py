@@ -12,9 +12,9 @@ from tfcompress import export, micronet, runtime
 from tfcompress.quantization import ec2t, scoring, ternary, ternary_counting, ttq
 
 
-def _dense(mode="ternary", reference_wn_gradient=False):
+def _dense(mode="ternary", wn_gradient="exact"):
     # W_t = [[−w_n, 0], [w_p, w_p]] with w_p = 0.5, w_n = 0.4.
-    layer = ternary.TernaryDense(2, use_bias=False, mode=mode, reference_wn_gradient=reference_wn_gradient)
+    layer = ternary.TernaryDense(2, use_bias=False, mode=mode, wn_gradient=wn_gradient)
     layer.build((None, 2))
     layer.kernel.assign([[-0.8, 0.1], [0.6, 1.0]])
     layer.assignment.assign([[-1, 0], [1, 1]])
@@ -42,14 +42,32 @@ def test_gradient_rules_by_hand():
     # shadow: ×w_n on −, ×1 on 0, ×w_p on +;  w_p: Σ over + = 6 + 10;  w_n: −Σ over − = −3 (w_t = −w_n).
     np.testing.assert_allclose(d_shadow, [[0.4 * 3, 5], [0.5 * 6, 0.5 * 10]])
     assert d_w_p == pytest.approx(16.0) and d_w_n == pytest.approx(-3.0)
-    # The reference's sign (TTQ heritage): +Σ over −.
-    assert _gradients(_dense(reference_wn_gradient=True))[2] == pytest.approx(3.0)
-    # ECP: W_t = [A ≠ 0]·W, straight-through gradient to W, no gradient to the centroids.
+    # ECP as the reference: W_t = [A ≠ 0]·W, but the gradients of the ternary mode (scaled, centroids train).
     layer = _dense(mode="prune")
     np.testing.assert_allclose(layer.ternary_kernel(), [[-0.8, 0.0], [0.6, 1.0]])
     d_shadow, d_w_p, d_w_n = _gradients(layer)
-    np.testing.assert_allclose(d_shadow, [[3, 5], [6, 10]])
-    assert d_w_p == 0 and d_w_n == 0
+    np.testing.assert_allclose(d_shadow, [[0.4 * 3, 5], [0.5 * 6, 0.5 * 10]])
+    assert d_w_p == pytest.approx(16.0) and d_w_n == pytest.approx(-3.0)
+
+
+@pytest.mark.parametrize("mode", ["ternary", "prune"])
+def test_reference_wn_gradient_differs_only_in_the_sign_of_the_w_n_gradient(mode):
+    exact, reference = _gradients(_dense(mode)), _gradients(_dense(mode, wn_gradient="reference"))
+    np.testing.assert_array_equal(reference[0], exact[0])  # shadow kernel
+    assert reference[1] == exact[1]  # w_p
+    assert exact[2] == pytest.approx(-3.0) and reference[2] == -exact[2]  # w_n: −Σ g (exact) vs +Σ g (reference)
+    # The forward pass is the same.
+    np.testing.assert_array_equal(_dense(mode, "reference").ternary_kernel(), _dense(mode).ternary_kernel())
+    with pytest.raises(ValueError, match="wn_gradient must be one of"):
+        _dense(mode, wn_gradient="ttq")
+
+
+def test_layers_saved_with_the_former_boolean_option_load():
+    config = _dense().get_config()
+    del config["wn_gradient"]
+    for flag, expected in ((True, "reference"), (False, "exact")):
+        layer = ternary.TernaryDense.from_config({**config, "reference_wn_gradient": flag})
+        assert layer.wn_gradient == expected
 
 
 def test_centroid_adam_uses_the_centroid_learning_rate():
@@ -88,6 +106,31 @@ def _model():
 
 
 TERNARY_NAMES = ["conv1", "dw", "conv2", "fc"]
+
+
+def _residual_model():
+    # A projection block (1×1 shortcut conv → BN → Add) and a MobileNetV2-style block whose 1×1 projection
+    # ends the main path (its input does not reach the Add's other side): only the first is a shortcut.
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    main = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="block_conv")(x)
+    shortcut = keras.layers.BatchNormalization(name="proj_bn")(keras.layers.Conv2D(16, 1, strides=2, name="proj")(x))
+    x = keras.layers.Add()([main, shortcut])
+    y = keras.layers.Conv2D(32, 1, name="expand")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(y)
+    y = keras.layers.BatchNormalization(name="project_bn")(keras.layers.Conv2D(16, 1, name="project")(y))
+    x = keras.layers.Add()([x, y])
+    return keras.Model(inputs, keras.layers.Dense(2, name="fc")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_projection_shortcuts_stay_full_precision_by_default():
+    model = _residual_model()
+    assert ternary.projection_shortcuts(model) == ["proj"]
+    assert ternary.default_selection(model) == ["block_conv", "expand", "project"]
+    assert ternary.default_selection(model, shortcuts=True) == ["proj", "block_conv", "expand", "project"]
+    assert type(ternary.ternarize(model).get_layer("proj")) is keras.layers.Conv2D
+    tern = ternary.ternarize(model, ternarize_shortcuts=True)
+    assert type(tern.get_layer("proj")) is ternary.TernaryConv2D
 
 
 def test_default_selection_and_replacement():

@@ -3,8 +3,14 @@
     python scripts/ternarize.py --model=models/resnet20_fashion_mnist.keras --method=ec2t --epochs=20 \
         --retrain_epochs=15 --ini_c_divr=0.3 --lambda_max_divr=0.15 --output=runs/resnet20_ec2t.keras
 
-Every convolution except the stem is ternarized (``--layers`` to choose), trained with Adam (``--lr`` for the
-model and shadow weights, ``--centroid_lr`` for the centroids). ``OUTPUT`` (.keras) keeps the ternary layers, which
+Every convolution except the stem and the 1×1 projection shortcuts is ternarized, as in the EC2T reference
+(``--layers`` to choose, ``--ternarize_shortcuts`` to include the shortcuts). EC2T and ECP train with Adam
+(``--lr`` for the model and shadow weights, ``--centroid_lr`` for the centroids); their retrain phase starts from
+the quantization epoch with the best accuracy on a stratified holdout of the training split
+(``--holdout_fraction``, 0 = from the last epoch). TTQ trains with the official recipe (momentum SGD, lr 0.1
+stepped, scales starting at 1) or, with ``--ttq_recipe=ec2t``, EC2T's Adam. ``--wn_gradient=reference`` uses the
+EC2T reference code's sign of the w_n gradient (the exact one by default), so that a benchmark can show both.
+``OUTPUT`` (.keras) keeps the ternary layers, which
 compute with three values per layer, so that the next program keeps them ternary (``scripts/prune.py``
 fine-tunes them with the assignment frozen; ``scripts/export.py`` strips them into plain layers whose kernels hold
 the three values); ``--strip`` saves those plain layers instead (loadable without tfcompress). ``OUTPUT.json``
@@ -33,9 +39,25 @@ flags.DEFINE_integer("retrain_epochs", 15, "EC2T/ECP epochs with the assignment 
 flags.DEFINE_float("ini_c_divr", 0.3, "Initial centroids w_p = |max W|·ini_c_divr, w_n = |min W|·ini_c_divr (> 0).")
 flags.DEFINE_float("lambda_max_divr", 0.15, "Fraction of Λ_max applied (> 0); larger gives sparser layers.")
 flags.DEFINE_float("ttq_threshold", 0.05, "TTQ threshold, a fraction of max|W| in (0, 1).")
-flags.DEFINE_float("lr", 1e-4, "Adam learning rate of the model and the shadow weights.", lower_bound=0.0)
-flags.DEFINE_float("centroid_lr", 1e-5, "Adam learning rate of the centroids.", lower_bound=0.0)
-flags.DEFINE_list("layers", None, "Layers to ternarize (default: every Conv2D except the stem).")
+flags.DEFINE_enum("ttq_recipe", "official", ["official", "ec2t"],
+                  "TTQ training: official (czhu95/ternarynet: scales start at 1, momentum SGD lr 0.1 ÷10 at "
+                  "82/164, 123/164, 150/164 of the epochs, L2 2e-4) or ec2t (EC2T's Adam, scales start at the "
+                  "mean magnitudes: the former baseline).")
+flags.DEFINE_enum("wn_gradient", "exact", ["exact", "reference"],
+                  "Sign of the w_n gradient: exact (−Σ g over the −w_n weights) or reference (+Σ g, the EC2T "
+                  "reference code's, with which its published numbers were obtained).")
+flags.DEFINE_float("lr", None, "Initial learning rate (default: 1e-4 for the Adam of EC2T/ECP and of "
+                   "--ttq_recipe=ec2t; 0.1 for the official TTQ SGD).")
+flags.DEFINE_float("centroid_lr", 1e-5, "Adam learning rate of the centroids (EC2T/ECP, --ttq_recipe=ec2t).",
+                   lower_bound=0.0)
+flags.DEFINE_float("holdout_fraction", 0.1, "EC2T/ECP: stratified part of the training split kept out of "
+                   "training; the retrain phase starts from the quantization epoch with the best accuracy on it "
+                   "(the reference selects on its test split); used only with --retrain_epochs > 0. 0: no "
+                   "holdout, retrain from the last epoch.")
+flags.DEFINE_list("layers", None, "Layers to ternarize (default: every Conv2D except the stem and the 1×1 "
+                  "projection shortcuts).")
+flags.DEFINE_bool("ternarize_shortcuts", False, "Also ternarize the 1×1 projection shortcuts (the reference keeps "
+                  "them full precision); only without --layers.")
 flags.DEFINE_bool("augment", True, "Random crop (pad 4) and horizontal flip while training.")
 flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
 flags.DEFINE_enum("task", "cifar100", ["cifar100", "imagenet"], "MicroNet reference to score against.")
@@ -53,6 +75,8 @@ flags.register_validator("ini_c_divr", lambda v: v > 0, message="--ini_c_divr mu
 flags.register_validator("lambda_max_divr", lambda v: v > 0,
                          message="--lambda_max_divr must be > 0 (reference 0.125–0.175)")
 flags.register_validator("ttq_threshold", lambda v: 0 < v < 1, message="--ttq_threshold must be in (0, 1)")
+flags.register_validator("lr", lambda v: v is None or v > 0, message="--lr must be > 0")
+flags.register_validator("holdout_fraction", lambda v: 0 <= v < 1, message="--holdout_fraction must be in [0, 1)")
 flags.register_validator(
     "epochs", lambda v: v >= 1,
     message="--epochs must be ≥ 1: the retrain phase (--retrain_epochs) needs quantization epochs before it",
@@ -74,15 +98,19 @@ def main(argv: list[str]) -> None:
     model = load_model_for_dataset(FLAGS.model)  # refuses a dataset that does not fit the model
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
     keras.utils.set_random_seed(FLAGS.seed)
+    # EC2T's retrain phase starts from the best quantization epoch on a holdout; TTQ trains on everything.
+    holdout = FLAGS.holdout_fraction if FLAGS.method != "ttq" and FLAGS.retrain_epochs else 0.0
     train = dataset_for_model(model.input_shape, "train", augment=FLAGS.augment, seed=FLAGS.seed,
-                              limit=FLAGS.train_limit)
+                              limit=FLAGS.train_limit, holdout_fraction=holdout)
+    validation = dataset_for_model(model.input_shape, "holdout", holdout_fraction=holdout) if holdout else None
     test = dataset_for_model(model.input_shape, "test")
     float_accuracy = training.evaluate(model, test)["accuracy"]
 
     source = model
     masked = compression.weight_masked(model)
     if masked:  # ternarize the plain layers under the chosen WeightMask layers; keep the other masks
-        selected = FLAGS.layers or ternary.default_selection(compression.strip_weight_masks(model))
+        selected = FLAGS.layers or ternary.default_selection(compression.strip_weight_masks(model),
+                                                             shortcuts=FLAGS.ternarize_shortcuts)
         unwrapped = sorted(set(selected) & set(masked))
         model = compression.strip_weight_masks(model, unwrapped)
         kept = sorted(set(masked) - set(unwrapped))
@@ -92,16 +120,23 @@ def main(argv: list[str]) -> None:
 
     start = time.time()
     stop = [training.StopOnNonFinite(f"{FLAGS.method} training")]
+    options = {"wn_gradient": FLAGS.wn_gradient, "ternarize_shortcuts": FLAGS.ternarize_shortcuts}
     if FLAGS.method == "ttq":
-        tern = ttq.ternarize(model, FLAGS.ttq_threshold, layers)
-        history = ttq.train(tern, train, FLAGS.epochs, threshold=FLAGS.ttq_threshold, learning_rate=FLAGS.lr,
-                            centroid_learning_rate=FLAGS.centroid_lr, verbose=2, callbacks=stop)
+        scale_init = "ones" if FLAGS.ttq_recipe == "official" else "mean"
+        tern = ttq.ternarize(model, FLAGS.ttq_threshold, layers, scale_init=scale_init, **options)
+        unnormalized = ttq.layers_without_batch_norm(tern)
+        if FLAGS.ttq_recipe == "official" and unnormalized:
+            print(f"warning: {', '.join(unnormalized)} not followed by BatchNormalization: the official TTQ recipe "
+                  "(scales 1.0, SGD lr 0.1) assumes it and may diverge; --ttq_recipe=ec2t is the alternative")
+        history = ttq.train(tern, train, FLAGS.epochs, threshold=FLAGS.ttq_threshold, recipe=FLAGS.ttq_recipe,
+                            learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2,
+                            callbacks=stop)
     else:
         mode = "prune" if FLAGS.method == "ecp" else "ternary"
-        tern = ec2t.ternarize(model, FLAGS.ini_c_divr, layers, mode=mode)
+        tern = ec2t.ternarize(model, FLAGS.ini_c_divr, layers, mode=mode, **options)
         history = ec2t.train(tern, train, FLAGS.epochs, FLAGS.retrain_epochs, lambda_max_divr=FLAGS.lambda_max_divr,
-                             learning_rate=FLAGS.lr, centroid_learning_rate=FLAGS.centroid_lr, verbose=2,
-                             callbacks=stop)
+                             learning_rate=FLAGS.lr or ec2t.LEARNING_RATE, centroid_learning_rate=FLAGS.centroid_lr,
+                             validation_data=validation, verbose=2, callbacks=stop)
     train_seconds = time.time() - start
 
     plain = export.strip(tern)
@@ -138,7 +173,8 @@ def main(argv: list[str]) -> None:
 
 _OWN_FLAGS = (
     "model", "method", "dataset", "epochs", "retrain_epochs", "ini_c_divr", "lambda_max_divr", "ttq_threshold",
-    "lr", "centroid_lr", "layers", "augment", "train_limit", "batch_size", "task", "seed", "strip", "output",
+    "ttq_recipe", "wn_gradient", "lr", "centroid_lr", "holdout_fraction", "layers", "ternarize_shortcuts",
+    "augment", "train_limit", "batch_size", "task", "seed", "strip", "output",
 )
 
 

@@ -158,17 +158,19 @@ decompose.check = _check_decompose
 
 
 def ternarize(model: keras.Model, context: Context, method: str = "ec2t", epochs: int = 1, retrain_epochs: int = 0,
-              lambda_max_divr: float = 0.15, threshold: float = ttq.DEFAULT_THRESHOLD, learning_rate: float = 1e-4
-              ) -> keras.Model:
+              lambda_max_divr: float = 0.15, threshold: float = ttq.DEFAULT_THRESHOLD,
+              learning_rate: float | None = None) -> keras.Model:
     """Ternary weights (three values per layer) trained ``epochs`` with EC2T (then ``retrain_epochs`` with the
-    assignment frozen) or TTQ, on the layers the reference ternarizes."""
+    assignment frozen) or TTQ, on the layers the reference ternarizes, each with its reference's optimizer
+    (``learning_rate`` None: its learning rate)."""
+    rate = {} if learning_rate is None else {"learning_rate": learning_rate}
     if method == "ec2t":
         ternary_model = ec2t.ternarize(model)
-        ec2t.train(ternary_model, context.train, epochs, retrain_epochs, lambda_max_divr=lambda_max_divr,
-                   learning_rate=learning_rate, verbose=0)
+        ec2t.train(ternary_model, context.train, epochs, retrain_epochs, lambda_max_divr=lambda_max_divr, **rate,
+                   verbose=0)
     else:
         ternary_model = ttq.ternarize(model, threshold)
-        ttq.train(ternary_model, context.train, epochs, threshold=threshold, learning_rate=learning_rate, verbose=0)
+        ttq.train(ternary_model, context.train, epochs, threshold=threshold, **rate, verbose=0)
     return ternary_model
 
 

@@ -18,16 +18,25 @@ There is no schedule on Λ: it follows the weights, centroids and P every step; 
 sparsity, ``ini_c_divr`` the initial centroids w_p = |max W|·ini_c_divr, w_n = |min W|·ini_c_divr (floored as
 in step 1) and so the initial (nearest-neighbour) sparsity.
 
-Two phases: quantization epochs with the :class:`EC2T` callback, then retrain epochs with the assignment and
-the shadow kernels frozen (:func:`~tfcompress.quantization.ternary.freeze_assignment`), where only the
-centroids and the full-precision layers train. ``mode="prune"`` gives entropy-constrained pruning (ECP): the same
-assignment, but the non-zeros keep their full-precision values. :func:`train` runs both phases.
+Two phases, as ``main_trained_quantization.py``: quantization epochs with the :class:`EC2T` callback; then
+the state with the best validation accuracy (weights, assignment, centroids) is restored and retrain epochs
+run with the assignment and the shadow kernels frozen
+(:func:`~tfcompress.quantization.ternary.freeze_assignment`), where only the centroids and the full-precision
+layers train. ``mode="prune"`` gives entropy-constrained pruning (ECP): the same assignment and the same
+gradients (centroids train), but the non-zeros keep their full-precision values. :func:`train` runs both phases.
+
+As in the reference, the 1×1 projection shortcuts of residual blocks stay full precision by default
+(:func:`~tfcompress.quantization.ternary.default_selection`; ``ternarize_shortcuts=True`` ternarizes them).
 
 Deliberate differences from the reference code (each documented where it is coded): P_− and P_+ are reduced
 from their original values (the reference updates P_− first and then uses it for P_+, so P does not sum to 1);
 a Λ that would come out negative (a centroid beyond twice the extreme weight) is taken as 0; the w_n gradient
-sign (see :mod:`~tfcompress.quantization.ternary`); the reference code's sustain is 0.1 where the thesis and
-this issue say ς = 0.05 (``lambda_sustain`` chooses).
+sign is the exact one by default (``wn_gradient="reference"`` gives the reference's, with which the published
+numbers were obtained; see :mod:`~tfcompress.quantization.ternary`); the best-validation state may come from
+the first quantization epoch (the reference only saves it from the second epoch on) and includes the shadow
+kernels (the reference keeps the last epoch's, which in the retrain phase only set the 0.675·std floor); in
+ECP, the retrain phase keeps the full-precision non-zeros (the reference's frozen-assignment step writes
+ternary values into them).
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ STD_FLOOR = 0.675  # w_p, w_n ≥ 0.675·std(W) ("prevent binary/unary layers")
 P0_MIN = 0.5  # the zero centroid always has the lowest information content
 LAMBDA_SUSTAIN = 0.05  # ς in δ_l
 PHASES = ("quantize", "retrain")
+LEARNING_RATE = 1e-4  # reference Adam for the model and the shadow weights
+CENTROID_LEARNING_RATE = 1e-5  # reference Adam for the centroids
 
 
 def _check_divisor(name: str, value: float) -> None:
@@ -168,19 +179,24 @@ def ternarize(
     layers: Sequence[str] | None = None,
     *,
     mode: str = "ternary",
-    reference_wn_gradient: bool = False,
+    wn_gradient: str = "exact",
+    ternarize_shortcuts: bool = False,
 ) -> keras.Model:
     """A copy of ``model`` with the chosen layers ternary and EC2T-initialized (see the module docstring).
 
     Args:
         model: a trained functional or Sequential model.
         ini_c_divr: initial centroid scale (> 0; the reference grid is 0.15, 0.3, 0.5).
-        layers: layer names; None = every Conv2D except the stem (not the classifier), as the reference.
+        layers: layer names; None = every Conv2D except the stem and the 1×1 projection shortcuts (not the
+            classifier), as the reference.
         mode: "ternary" (EC2T) or "prune" (ECP: non-zeros keep full precision).
-        reference_wn_gradient: reproduce the reference's w_n gradient sign.
+        wn_gradient: "exact" (∂L/∂w_n = −Σ g, default) or "reference" (+Σ g: the reference code's sign, with
+            which the published numbers were obtained).
+        ternarize_shortcuts: with ``layers=None``, also ternarize the projection shortcuts.
     """
     return ternary.ternarize(
-        model, layers, mode=mode, reference_wn_gradient=reference_wn_gradient, initialize=initializer(ini_c_divr)
+        model, layers, mode=mode, wn_gradient=wn_gradient, ternarize_shortcuts=ternarize_shortcuts,
+        initialize=initializer(ini_c_divr),
     )
 
 
@@ -192,7 +208,7 @@ class EC2T(ternary.AssignmentCallback):
         phase: "quantize" (floor the centroids and re-assign every step) or "retrain" (assignment frozen: only
             floor the centroids). A retrain phase needs layers that went through quantization and were frozen
             with :func:`~tfcompress.quantization.ternary.freeze_assignment` before compiling.
-        lambda_sustain: ς of δ_l (0.05; the reference code uses 0.1).
+        lambda_sustain: ς of δ_l (0.05, as the reference code and the thesis).
         layers: the ternary layers to handle; None = all of the model's.
 
     Example::
@@ -249,6 +265,35 @@ class EC2T(ternary.AssignmentCallback):
                 layer.assignment.assign(A)
 
 
+class BestState(keras.callbacks.Callback):
+    """Keeps a copy of every model weight (shadow kernels, assignments, centroids, BatchNorm statistics) from
+    the epoch with the highest ``monitor`` (first one on ties), as the reference's ``Ternary_best_acc.pt``,
+    ``assignments.pt`` and ``centroids.pt``.
+
+    Attributes:
+        best_epoch: 0-based index of that epoch (None before any epoch with ``monitor`` in its logs).
+    """
+
+    def __init__(self, monitor: str = "val_accuracy") -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best_epoch: int | None = None
+        self.best_value = float("-inf")
+        self.weights: list[Any] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) > self.best_value:
+            self.best_epoch, self.best_value = epoch, float(value)
+            self.weights = self.model.get_weights()
+
+    def restore(self) -> None:
+        """Sets the model's weights back to the best epoch's."""
+        if self.best_epoch is None:
+            raise ValueError(f"no epoch logged {self.monitor!r}: pass validation_data to fit")
+        self.model.set_weights(self.weights)
+
+
 def train(
     model: keras.Model,
     train_data: Any,
@@ -256,16 +301,27 @@ def train(
     retrain_epochs: int = 0,
     *,
     lambda_max_divr: float = 0.15,
-    learning_rate: float = 1e-4,
-    centroid_learning_rate: float = 1e-5,
+    learning_rate: float = LEARNING_RATE,
+    centroid_learning_rate: float = CENTROID_LEARNING_RATE,
     validation_data: Any = None,
+    restore_best: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: Any = "auto",
 ) -> dict[str, list[float]]:
     """Runs EC2T's two phases on a ternarized model (:func:`ternarize`): ``epochs`` of quantization, then
     ``retrain_epochs`` with the assignment frozen. Optimizer as in the reference: Adam, ``learning_rate`` for
     the model and shadow weights, ``centroid_learning_rate`` for the centroids (:class:`ternary.CentroidAdam`);
-    a fresh optimizer for the retrain phase. Returns the concatenated Keras history.
+    a fresh optimizer for the retrain phase.
+
+    With ``validation_data`` and ``restore_best`` (default), the retrain phase starts, as in the reference,
+    from the quantization epoch with the best validation accuracy: its weights, assignment and centroids
+    (:class:`BestState`); the model ends with the last retrain epoch's weights. Without validation data (or with
+    ``restore_best=False``) it starts from the last quantization epoch. (The reference selects on its
+    validation loader, which is the test split.)
+
+    Returns:
+        The concatenated Keras history; when a best state was restored, ``best_quantization_epoch`` holds its
+        1-based epoch number.
 
     Raises:
         ValueError: a divisor ≤ 0, ``epochs < 1`` with ``retrain_epochs > 0`` on a never-quantized model
@@ -275,19 +331,23 @@ def train(
     if epochs < 0 or retrain_epochs < 0:
         raise ValueError(f"epochs and retrain_epochs must be ≥ 0, got {epochs} and {retrain_epochs}")
     history: dict[str, list[float]] = {}
+    best = BestState() if restore_best and validation_data is not None and retrain_epochs else None
 
-    def run(phase: str, n_epochs: int) -> None:
+    def run(phase: str, n_epochs: int, extra: Sequence[keras.callbacks.Callback] = ()) -> None:
         result = ternary.fit(
             model, train_data, n_epochs, EC2T(lambda_max_divr, phase=phase), learning_rate=learning_rate,
-            centroid_learning_rate=centroid_learning_rate, validation_data=validation_data, callbacks=callbacks,
-            verbose=verbose,
+            centroid_learning_rate=centroid_learning_rate, validation_data=validation_data,
+            callbacks=[*extra, *callbacks], verbose=verbose,
         )
         for key, values in result.items():
             history.setdefault(key, []).extend(values)
 
     if epochs:
-        run("quantize", epochs)
+        run("quantize", epochs, [best] if best is not None else [])
     if retrain_epochs:
+        if best is not None and best.best_epoch is not None:  # None: no quantization epoch in this call
+            best.restore()
+            history["best_quantization_epoch"] = [float(best.best_epoch + 1)]
         ternary.freeze_assignment(model)  # raises if nothing was ever quantized
         run("retrain", retrain_epochs)
     return history

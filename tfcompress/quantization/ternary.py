@@ -13,14 +13,17 @@ Becking et al., CVPR-W 2020) inherits: with g = ∂L/∂W_t,
     ∂L/∂w_p =  Σ_{A=+1} g
     ∂L/∂w_n = −Σ_{A=−1} g
 
-**The w_n sign.** The reference code (efficientCNNs ``get_grads``, copied from TropComplique's TTQ) passes
-``+Σ_{A=−1} g`` to w_n although the weight value is −w_n, so gradient descent moves w_n the wrong way and only the
-0.675·std floor keeps it in check (czhu95/ternarynet#7 reports Wp/Wn turning negative). We use the exact
-derivative −Σ g; ``reference_wn_gradient=True`` reproduces the reference for comparison.
+**The w_n sign** (``wn_gradient``). ``"exact"`` (default) is the derivative above, which is also what TTQ's
+official code computes (czhu95/ternarynet, ``tw_ternarize``). ``"reference"`` reproduces the EC2T reference
+(efficientCNNs ``get_grads``, copied from TropComplique's PyTorch TTQ), which passes ``+Σ_{A=−1} g`` although
+the weight value is −w_n, so gradient descent moves w_n the wrong way and only EC2T's 0.675·std floor keeps it
+in check (czhu95/ternarynet#7 reports Wp/Wn turning negative). The published EC2T numbers were obtained with
+``"reference"``.
 
 **Entropy-constrained pruning** (``mode="prune"``, EC2T's ECP): the assignment only decides which weights are
-zero; the non-zeros keep their full-precision values, ``W_t = [A ≠ 0]·W``. The shadow kernel gets g unscaled
-everywhere (so pruned weights can come back); the centroids only shape the assignment cost and get no gradient.
+zero; the non-zeros keep their full-precision values, ``W_t = [A ≠ 0]·W``. The gradients are the ternary mode's,
+as in the reference (``get_grads`` does not look at the mode): the shadow kernel gets the scaled g above and
+the centroids train on Σ g, although they only shape the assignment cost (they no longer enter W_t).
 
 Which assignment A a step uses is decided outside the layer, by the EC2T or TTQ callback
 (:mod:`tfcompress.quantization.ec2t`, :mod:`tfcompress.quantization.ttq`), both built on
@@ -49,8 +52,17 @@ from tfcompress.quantization.ternary_counting import count_ternary
 from tfcompress.training import student_of
 
 MODES = ("ternary", "prune")
+WN_GRADIENTS = ("exact", "reference")  # ∂L/∂w_n = −Σ g (exact) or +Σ g (the EC2T reference code)
 # Constructor arguments a ternary layer adds to its plain base layer (dropped again by strip).
-_TERNARY_ARGS = ("mode", "reference_wn_gradient", "assignment_frozen")
+_TERNARY_ARGS = ("mode", "wn_gradient", "assignment_frozen")
+
+
+def check_options(mode: str, wn_gradient: str) -> None:
+    """Raises ValueError for a ``mode`` or ``wn_gradient`` a ternary layer does not know."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if wn_gradient not in WN_GRADIENTS:
+        raise ValueError(f"wn_gradient must be one of {WN_GRADIENTS}, got {wn_gradient!r}")
 
 
 def ternary_kernel(
@@ -59,7 +71,7 @@ def ternary_kernel(
     w_n: tf.Tensor,
     assignment: tf.Tensor,
     mode: str = "ternary",
-    reference_wn_gradient: bool = False,
+    wn_gradient: str = "exact",
 ) -> tf.Tensor:
     """The kernel the forward pass uses, with the TTQ / EC2T gradients (see the module docstring).
 
@@ -67,21 +79,22 @@ def ternary_kernel(
         shadow: the full-precision kernel W.
         w_p, w_n: the positive centroid magnitudes (scalars).
         assignment: A, same shape as ``shadow``, values −1, 0, +1 (no gradient).
-        mode: "ternary" (W_t ∈ {−w_n, 0, w_p}) or "prune" (W_t = [A ≠ 0]·W).
-        reference_wn_gradient: give w_n the reference's +Σ g instead of the exact −Σ g.
+        mode: "ternary" (W_t ∈ {−w_n, 0, w_p}) or "prune" (W_t = [A ≠ 0]·W; same gradients).
+        wn_gradient: "exact" (∂L/∂w_n = −Σ g) or "reference" (+Σ g, as the EC2T reference code).
     """
+    check_options(mode, wn_gradient)
     positive = tf.cast(assignment > 0, shadow.dtype)
     negative = tf.cast(assignment < 0, shadow.dtype)
     zero = 1.0 - positive - negative
-    wn_sign = 1.0 if reference_wn_gradient else -1.0
+    wn_sign = 1.0 if wn_gradient == "reference" else -1.0
 
     @tf.custom_gradient
     def forward(shadow, w_p, w_n):
         kernel = (positive + negative) * shadow if mode == "prune" else w_p * positive - w_n * negative
 
         def gradient(upstream):
-            if mode == "prune":
-                return upstream, tf.zeros_like(w_p), tf.zeros_like(w_n)
+            # The same in both modes, as the reference's get_grads: in "prune" mode too the shadow gradient is
+            # scaled by the centroids and the centroids train, although they no longer enter W_t.
             d_shadow = upstream * (w_p * positive + w_n * negative + zero)
             d_w_p = tf.reduce_sum(upstream * positive)
             d_w_n = wn_sign * tf.reduce_sum(upstream * negative)
@@ -97,7 +110,7 @@ class TernaryMixin:
 
     Args (in addition to the base layer's):
         mode: "ternary" or "prune" (entropy-constrained pruning: non-zeros keep full precision).
-        reference_wn_gradient: use the reference's w_n gradient sign (+Σ g) instead of the exact one.
+        wn_gradient: "exact" (∂L/∂w_n = −Σ g, default) or "reference" (+Σ g, the EC2T reference code's sign).
         assignment_frozen: the assignment no longer changes and the shadow kernel is not trained (EC2T's
             retrain phase); set by :func:`freeze_assignment`.
 
@@ -109,15 +122,22 @@ class TernaryMixin:
     plain_class: type
 
     def __init__(
-        self, *args: Any, mode: str = "ternary", reference_wn_gradient: bool = False,
-        assignment_frozen: bool = False, **kwargs: Any,
+        self, *args: Any, mode: str = "ternary", wn_gradient: str = "exact", assignment_frozen: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_options(mode, wn_gradient)
         super().__init__(*args, **kwargs)
         self.mode = mode
-        self.reference_wn_gradient = bool(reference_wn_gradient)
+        self.wn_gradient = wn_gradient
         self.assignment_frozen = bool(assignment_frozen)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        # .keras files saved before the boolean reference_wn_gradient became wn_gradient still load.
+        if "reference_wn_gradient" in config:
+            config = dict(config)
+            config["wn_gradient"] = "reference" if config.pop("reference_wn_gradient") else "exact"
+        return super().from_config(config)
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -137,7 +157,7 @@ class TernaryMixin:
         dtype = self.compute_dtype
         return ternary_kernel(
             ops.cast(self.kernel, dtype), ops.cast(self.w_p, dtype), ops.cast(self.w_n, dtype),
-            ops.cast(self.assignment, dtype), self.mode, self.reference_wn_gradient,
+            ops.cast(self.assignment, dtype), self.mode, self.wn_gradient,
         )
 
     def _add_bias_and_activate(self, outputs: tf.Tensor, channels: int) -> tf.Tensor:
@@ -157,7 +177,7 @@ class TernaryMixin:
 
     def get_config(self) -> dict[str, Any]:
         return {
-            **super().get_config(), "mode": self.mode, "reference_wn_gradient": self.reference_wn_gradient,
+            **super().get_config(), "mode": self.mode, "wn_gradient": self.wn_gradient,
             "assignment_frozen": self.assignment_frozen,
         }
 
@@ -240,19 +260,67 @@ def ternary_layers(model: keras.Model) -> list[TernaryMixin]:
     return [layer for layer in iter_layers(model) if isinstance(layer, TernaryMixin)]
 
 
-def default_selection(model: keras.Model) -> list[str]:
-    """The layers the reference ternarizes: every convolution except the stem (the convolution closest to
-    the input), and not the classifier.
+def projection_shortcuts(model: keras.Model) -> list[str]:
+    """Names of the 1×1 Conv2D layers that are residual projection shortcuts.
 
-    As in efficientCNNs (parameters named ``.conv``: block convolutions, not ``conv1`` nor ``linear``), Dense
-    layers stay full precision. Depthwise convolutions are left out too: the reference gives them
-    entropy-constrained pruning in a later run, not ternarization. Name them in ``layers=`` to include them.
+    A projection shortcut is a 1×1 convolution whose output reaches an ``Add`` (directly or through
+    BatchNormalization) whose other input is computed from the same tensor the convolution reads: the block
+    input feeds both the shortcut and the main path. A MobileNetV2 or bottleneck 1×1 projection at the end of a
+    main path is not one (its input does not feed the Add's other side).
+    """
+    walk = GraphWalk(model)
+    consumers: dict[int, list[Any]] = {}
+    for call in walk.calls:
+        for tensor in call.inputs:
+            consumers.setdefault(id(tensor), []).append(call)
+
+    def computed_from(tensor: Any, source: Any) -> bool:
+        pending, seen = [walk.canonical(tensor)], set()
+        while pending:
+            current = pending.pop()
+            if current is source:
+                return True
+            producer = walk.producer(current)
+            if producer is not None and id(producer) not in seen:
+                seen.add(id(producer))
+                pending.extend(producer.inputs)
+        return False
+
+    names = []
+    for call in walk.calls:
+        layer = call.layer
+        if type(layer) is not keras.layers.Conv2D or call.index or any(k != 1 for k in layer.kernel_size):
+            continue
+        tensor, users = call.outputs[0], consumers.get(id(call.outputs[0]), [])
+        while len(users) == 1 and isinstance(users[0].layer, keras.layers.BatchNormalization):
+            tensor = users[0].outputs[0]
+            users = consumers.get(id(tensor), [])
+        if len(users) == 1 and isinstance(users[0].layer, keras.layers.Add):
+            others = [t for t in users[0].inputs if t is not tensor]
+            if any(computed_from(t, call.inputs[0]) for t in others):
+                names.append(layer.name)
+    return names
+
+
+def default_selection(model: keras.Model, *, shortcuts: bool = False) -> list[str]:
+    """The layers the reference ternarizes: every convolution except the stem (the convolution closest to
+    the input) and the 1×1 projection shortcuts (:func:`projection_shortcuts`), and not the classifier.
+
+    As in efficientCNNs, which ternarizes the parameters named ``.conv``: the block convolutions, not ``conv1``
+    (stem), ``linear`` (classifier) nor ``shortcut.0`` / ``downsample.0`` (projection shortcuts). Dense layers
+    stay full precision. Depthwise convolutions are left out too: the reference gives them entropy-constrained
+    pruning in a later run, not ternarization. Name them in ``layers=`` to include them.
+
+    Args:
+        model: a functional or Sequential model.
+        shortcuts: also select the projection shortcuts (the reference keeps them full precision).
     """
     convolutions = [
         call.layer.name for call in GraphWalk(model).calls
         if type(call.layer) is keras.layers.Conv2D and call.index == 0
     ]
-    return convolutions[1:]
+    excluded = set() if shortcuts else set(projection_shortcuts(model))
+    return [name for name in convolutions[1:] if name not in excluded]
 
 
 def ternarize(
@@ -260,7 +328,8 @@ def ternarize(
     layers: Sequence[str] | None = None,
     *,
     mode: str = "ternary",
-    reference_wn_gradient: bool = False,
+    wn_gradient: str = "exact",
+    ternarize_shortcuts: bool = False,
     initialize: Callable[[TernaryMixin], None] | None = None,
 ) -> keras.Model:
     """Returns a copy of ``model`` whose chosen layers are ternary, with their weights carried over; the copy
@@ -271,17 +340,18 @@ def ternarize(
         layers: names of the Conv2D / DepthwiseConv2D / Dense layers to ternarize; None means
             :func:`default_selection`.
         mode: "ternary" or "prune" (entropy-constrained pruning).
-        reference_wn_gradient: see :class:`TernaryMixin`.
+        wn_gradient: "exact" or "reference", see :class:`TernaryMixin`.
+        ternarize_shortcuts: with ``layers=None``, also ternarize the 1×1 projection shortcuts (the reference
+            keeps them full precision).
         initialize: called on each new ternary layer once its kernel is copied, to set centroids and the
             initial assignment (EC2T and TTQ pass their own rule); by default w_p = w_n = 1 and A = 0.
 
     Raises:
         ValueError: a named layer does not exist, is already ternary, or has a type that cannot be ternarized.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_options(mode, wn_gradient)
     by_name = {layer.name: layer for layer in iter_layers(model)}
-    selected = list(default_selection(model) if layers is None else layers)
+    selected = list(default_selection(model, shortcuts=ternarize_shortcuts) if layers is None else layers)
     if not selected:
         raise ValueError(
             f"model {model.name!r} has no layer to ternarize (by default every Conv2D except the stem); name "
@@ -308,7 +378,7 @@ def ternarize(
 
         def replace(inputs: Any, *args: Any, **kwargs: Any) -> Any:
             ternary = ternary_class_for(layer).from_config(
-                {**layer.get_config(), "mode": mode, "reference_wn_gradient": reference_wn_gradient}
+                {**layer.get_config(), "mode": mode, "wn_gradient": wn_gradient}
             )
             outputs = ternary(inputs)
             ternary.kernel.assign(layer.kernel)
@@ -460,10 +530,12 @@ def fit(
     validation_data: Any = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: Any = "auto",
+    optimizer: keras.optimizers.Optimizer | None = None,
 ) -> dict[str, list[float]]:
-    """Compiles ``model`` with a fresh :class:`CentroidAdam` and fits it with the assignment ``callback``
-    (first) and ``callbacks``; returns the Keras history as plain floats."""
-    training.compile_classifier(model, CentroidAdam(learning_rate, centroid_learning_rate))
+    """Compiles ``model`` with ``optimizer`` (default: a fresh :class:`CentroidAdam` with ``learning_rate`` and
+    ``centroid_learning_rate``) and fits it with the assignment ``callback`` (first) and ``callbacks``; returns
+    the Keras history as plain floats."""
+    training.compile_classifier(model, optimizer or CentroidAdam(learning_rate, centroid_learning_rate))
     result = model.fit(
         train_data, epochs=epochs, validation_data=validation_data, verbose=verbose, callbacks=[callback, *callbacks]
     )

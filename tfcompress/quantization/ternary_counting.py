@@ -56,14 +56,15 @@ def effective_kernel(layer: keras.layers.Layer) -> np.ndarray:
 
 
 def is_ternary_kernel(kernel: np.ndarray) -> bool:
-    """True when the kernel's values are {−a, 0, +b} or a subset (at most one value per sign).
+    """True when the kernel holds at most three values, {−w_n, 0, +w_p} or a subset.
 
-    A ternary layer whose assignment has no zero (a small layer, or a low threshold) leaves {−a, +b}: it is
-    ternary too. A subset without 0 only counts when values repeat, so that a plain kernel of one or two weights
-    is not taken for ternary.
+    The scales are learned without a sign constraint (TTQ's official code has none), so a scale that went
+    negative gives two values of one sign: still three values, still ternary. A ternary layer whose assignment
+    has no zero (a small layer, or a low threshold) leaves two: ternary too. A subset without 0 only counts when
+    values repeat, so that a plain kernel of one or two weights is not taken for ternary.
     """
     values = np.unique(kernel)
-    if values.size > 3 or (values > 0).sum() > 1 or (values < 0).sum() > 1:
+    if values.size > 3 or (values.size == 3 and not (values == 0).any()):
         return False
     return bool((values == 0).any()) or values.size < np.size(kernel)
 

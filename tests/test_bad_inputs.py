@@ -71,6 +71,8 @@ CASES = [
     _case("train", "--model=lenet_300_100", "--lr=1e30", "--momentum=0", "--epochs=1", "--data_dir={in}/tiny",
           "--output={out}/m.keras", "training diverged: the loss is"),
     # distill: train.py with a teacher
+    _case("morphnet", LENET, "--regularizer=gamma", "--output={out}/m.keras", "use regularizer='group_lasso'"),
+    _case("morphnet", LENET, "--cost=latency", "--output={out}/m.keras", "--cost=latency needs --table"),
     _case("distill", "--model=lenet5", "--output={out}/m.keras", "--teacher"),
     _case("distill", "--model=lenet5", "--teacher={in}/random.keras", "--output={out}/m.keras", "it is binary data"),
     _case("distill", "--model=lenet5", "--teacher={in}/lenet5.keras", "--alpha=2", "--output={out}/m.keras",

@@ -7,13 +7,13 @@ initialization), ``magnitude`` (random and magnitude baselines, gradual pruning 
 """
 
 # weight_masks registers WeightMask's spec
-from tfcompress.pruning import fisher, importance, magnitude, netadapt, snip, weight_masks
+from tfcompress.pruning import fisher, importance, magnitude, morphnet, netadapt, snip, weight_masks
 from tfcompress.pruning.channels import PruningPlan, PruningResult, apply_plan, plan_channels, prune_channels
 from tfcompress.pruning.importance import IMPORTANCES, Importance, get_importance, register_importance
 from tfcompress.pruning.shrink import insert_channel_masks, set_channel_masks, shrink
 
 __all__ = [
     "IMPORTANCES", "Importance", "PruningPlan", "PruningResult", "apply_plan", "fisher", "get_importance", "importance",
-    "insert_channel_masks", "magnitude", "netadapt", "plan_channels", "prune_channels", "register_importance",
-    "set_channel_masks", "shrink", "snip", "weight_masks",
+    "insert_channel_masks", "magnitude", "morphnet", "netadapt", "plan_channels", "prune_channels",
+    "register_importance", "set_channel_masks", "shrink", "snip", "weight_masks",
 ]

@@ -1,0 +1,210 @@
+"""MorphNet: the regularizer's value against morph-net's FLOP formula by hand, its gradient, latency weights from a
+table, channels dying in training, shrinking with parity, plans re-applied, refusals — and the script."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_script
+from tfcompress import data, training
+from tfcompress.pruning import apply_plan, insert_channel_masks
+from tfcompress.pruning.morphnet import MorphNetCallback, MorphNetModel, MorphNetRegularizer, expand, shrink
+
+
+def two_convs(in_channels: int = 3, bn: bool = True, size: int = 8) -> keras.Model:
+    """c1 (4 ch) → [BN] → ReLU → c2 (6 ch) → [BN] → ReLU → pooling → logits (10): two prunable groups."""
+    inputs = keras.Input((size, size, in_channels))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x) if bn else x)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn2")(x) if bn else x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="two_convs")
+
+
+def morphnet_flops_regularization(model, r1: np.ndarray, r2: np.ndarray, threshold: float, size: int = 8) -> float:
+    """morph-net's FLOP regularizer written out per op: coeff · (alive_in · reg_out + alive_out · reg_in), coeff =
+    2 · output positions · kernel positions (a MatMul: 2); the model input has no regularizer (reg 0)."""
+    in_channels = model.input_shape[-1]
+    alive1, alive2 = int((r1 > threshold).sum()), int((r2 > threshold).sum())
+    conv = 2.0 * size * size * 9
+    return (conv * (in_channels * r1.sum() + 4 * 0.0)  # c1: alive_in = inputs, reg_in = 0
+            + conv * (alive1 * r2.sum() + alive2 * r1.sum())  # c2
+            + 2.0 * (alive2 * 0.0 + 10 * r2.sum()))  # logits: reg_out = 0 (the output), alive_out = 10
+
+
+def rms_per_output(kernel: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean(np.square(kernel.reshape(-1, kernel.shape[-1])), axis=0))
+
+
+@pytest.mark.parametrize("kind", ["group_lasso", "gamma"])
+def test_flop_regularizer_equals_morphnets_formula_by_hand(kind):
+    keras.utils.set_random_seed(0)
+    model = two_convs()
+    kernel = model.get_layer("c1").kernel.numpy()
+    kernel[..., 0] = 1e-5  # one dead channel: the alive counts enter the formula
+    model.get_layer("c1").kernel.assign(kernel)
+    bn2 = model.get_layer("bn2")
+    bn2.gamma.assign(np.linspace(-0.5, 1.0, 6).astype("float32"))
+    bn2.gamma.assign(np.where(np.arange(6) == 2, 1e-4, bn2.gamma.numpy()).astype("float32"))  # dead
+    strength, threshold = 3e-7, 1e-3
+    regularizer = MorphNetRegularizer(model, kind, strength=strength, threshold=threshold)
+    if kind == "group_lasso":
+        r1, r2 = rms_per_output(kernel), rms_per_output(model.get_layer("c2").kernel.numpy())
+    else:
+        r1, r2 = np.abs(model.get_layer("bn1").gamma.numpy()), np.abs(bn2.gamma.numpy())
+    expected = strength * morphnet_flops_regularization(model, r1, r2, threshold)
+    assert float(regularizer()) == pytest.approx(expected, rel=1e-5)
+    assert list(regularizer.alive_counts().values()) == [int((r1 > threshold).sum()), int((r2 > threshold).sum())]
+    assert regularizer.alive_counts() == ({1: 3, 2: 6} if kind == "group_lasso" else {1: 4, 2: 5})
+    # the full model's FLOPs are the specs' MACs twice (morph-net counts a multiply-add as 2 FLOPs)
+    assert regularizer.flops_full == 2 * (64 * 9 * 3 * 4 + 64 * 9 * 4 * 6 + 6 * 10)
+
+
+def test_gradient_pushes_the_costliest_channels_down_faster():
+    keras.utils.set_random_seed(0)
+    model = two_convs(in_channels=4)  # c1 and c2 both have 36 weights per output channel
+    regularizer = MorphNetRegularizer(model, strength=1e-6)
+    weights = regularizer.cost_weights()
+    assert weights[1] == 2 * 64 * 9 * (4 + 6) and weights[2] == 2 * 64 * 9 * 4 + 2 * 10  # c1's channels cost more
+    kernels = [model.get_layer(name).kernel for name in ("c1", "c2")]
+    before = [rms_per_output(k.numpy()) for k in kernels]
+    with tf.GradientTape() as tape:
+        loss = regularizer()
+    gradients = tape.gradient(loss, [k.value for k in kernels])
+    lr = 1.0
+    after = [rms_per_output(k.numpy() - lr * g.numpy()) for k, g in zip(kernels, gradients, strict=True)]
+    # r shrinks by lr · strength · w_g / (weights per channel) per step: in proportion to the channel's cost
+    drop = [b - a for b, a in zip(before, after, strict=True)]
+    np.testing.assert_allclose(drop[0], lr * 1e-6 * weights[1] / 36, rtol=1e-3)
+    np.testing.assert_allclose(drop[1], lr * 1e-6 * weights[2] / 36, rtol=1e-3)
+    assert drop[0].min() > 2 * drop[1].max()
+
+
+class StaircaseTable:
+    """A latency table stand-in: µs = 5 + Σ_g a_g · (the count rounded up to even), as a grid of step 2 with
+    ``ceil`` interpolation reads."""
+
+    def __init__(self, per_channel_us: dict[int, float]) -> None:
+        self.per_channel_us, self.meta = per_channel_us, {"step": 2}
+
+    def cost_fn(self, model, precision="float32", graph=None):
+        def cost(counts):
+            return 5.0 + sum(a * -(-counts[g] // 2) * 2 for g, a in self.per_channel_us.items())
+
+        return cost
+
+
+def test_latency_weights_follow_the_table_per_step_of_its_grid():
+    keras.utils.set_random_seed(0)
+    model = two_convs()  # groups of 4 and 6 channels
+    table = StaircaseTable({1: 3.0, 2: 0.5})
+    regularizer = MorphNetRegularizer(model, cost="latency", table=table, strength=1e-3)
+    # one channel less saves nothing on a staircase: the two channels to the next step save 2 · a_g
+    assert regularizer.cost_weights() == {1: 3.0, 2: 0.5}
+    # from an odd count one channel reaches the step below (2 · a_g saved), and a last channel stays
+    assert regularizer.cost_weights({1: 3, 2: 1}) == {1: 6.0, 2: 0.0}
+    values = regularizer.values()
+    assert float(regularizer()) == pytest.approx(1e-3 * (3.0 * values[1].sum() + 0.5 * values[2].sum()), rel=1e-5)
+    full_us = 5 + 3 * 4 + 0.5 * 6
+    assert regularizer.predicted()["latency_ms"] == pytest.approx(full_us / 1000)
+    # default strength: the FLOP default's pressure per µs of this model
+    default = MorphNetRegularizer(model, cost="latency", table=table)
+    assert default.strength == pytest.approx(5e-8 * default.flops_full / full_us)
+
+
+def test_gamma_refuses_a_group_without_batchnorm_and_bad_arguments_are_refused():
+    model = two_convs(bn=False)
+    with pytest.raises(ValueError, match=r"group \d+ \(c1\).*group_lasso"):
+        MorphNetRegularizer(model, "gamma")
+    with pytest.raises(ValueError, match="table="):
+        MorphNetRegularizer(model, cost="latency")
+    with pytest.raises(ValueError, match="regularizer must be"):
+        MorphNetRegularizer(model, "l1")
+    assert MorphNetRegularizer(model).alive_counts() == {1: 4, 2: 6}  # group lasso needs no BN
+
+
+def small_net() -> keras.Model:
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D()(keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x)))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c2")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn2")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="small_net")
+
+
+def test_expand_widens_every_prunable_group_with_a_fresh_initialization():
+    keras.utils.set_random_seed(0)
+    model = small_net()
+    wide = expand(model, 1.8)
+    widths = {layer.name: layer.weights[0].shape[-1] for layer in wide.layers if layer.weights}
+    assert widths == {"c1": 15, "bn1": 15, "c2": 29, "bn2": 29, "logits": 10}  # ⌈8·1.8⌉, ⌈16·1.8⌉; logits kept
+    assert wide.output_shape == model.output_shape and wide(np.zeros((2, 28, 28, 1))).shape == (2, 10)
+    assert not np.allclose(wide.get_layer("c1").kernel.numpy()[..., :8], model.get_layer("c1").kernel.numpy())
+    assert MorphNetRegularizer(wide).full == {1: 15, 2: 29}
+    with pytest.raises(ValueError, match="factor must be ≥ 1"):
+        expand(model, 0.5)
+
+
+@pytest.mark.slow
+def test_training_kills_channels_and_shrink_matches_the_masked_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = small_net()
+    train = data.load("fashion_mnist", "train", batch_size=64, limit=512)
+    regularizer = MorphNetRegularizer(model, strength=1e-4)
+    wrapped = MorphNetModel(model, regularizer)
+    epochs = 10
+    # no momentum and a cosine to 0: group-lasso values settle near 0 instead of oscillating around it
+    wrapped.compile(training.sgd(0.05, epochs * 8, "cosine", momentum=0.0, weight_decay=0.0, nesterov=False))
+    progress = MorphNetCallback()
+    history = wrapped.fit(train, epochs=epochs, callbacks=[progress], verbose=0)
+    assert history.history["channels_left"][-1] < 1.0 and history.history["macs_left"][-1] < 0.9
+    kept = regularizer.kept_counts()
+    assert progress.history[-1]["kept"] == {"c1": kept[1], "c2": kept[2]}
+    assert all(kept[g] == max(1, n) for g, n in regularizer.alive_counts().items())
+
+    result = shrink(model, 1e-3)
+    assert result.model.count_params() < model.count_params()
+    assert result.plan.macs_after == regularizer.flops(kept) / 2
+    masked = insert_channel_masks(model, result.plan.masks)
+    x = next(iter(train))[0]
+    np.testing.assert_allclose(result.model(x).numpy(), masked(x).numpy(), atol=1e-5)
+
+    wrapped.save(tmp_path / "trained.keras")  # the wrapped model alone
+    assert keras.models.load_model(tmp_path / "trained.keras").name == "small_net"
+    result.plan.save(tmp_path / "plan.json")
+    fresh = apply_plan(small_net(), json.loads((tmp_path / "plan.json").read_text()))
+    assert [w.shape for w in fresh.weights] == [w.shape for w in result.model.weights]
+
+
+@pytest.mark.slow
+def test_script_shrinks_and_writes_plan_and_refuses_bad_input(tmp_path):
+    keras.utils.set_random_seed(0)
+    source = tmp_path / "small.keras"
+    small_net().save(source)
+    output = tmp_path / "morph.keras"
+    # momentum SGD leaves group-lasso values oscillating around 0 by about lr·strength·w_g/(1 − 0.9) per weight:
+    # a short run needs a threshold above that
+    result = run_script("morphnet", f"--model={source}", "--strength=1e-5", "--epochs=5", "--lr=0.01",
+                        "--threshold=0.03", "--train_limit=512", "--batch_size=64", "--runs=3", f"--output={output}")
+    report = json.loads(output.with_name("morph.keras.json").read_text())
+    assert "c1" in result.stdout and "c2" in result.stdout and "FLOPs 564,800 →" in result.stdout
+    assert report["macs_after"] < report["macs_before"] and len(report["history"]) == 5
+    shrunk = keras.models.load_model(output)
+    assert shrunk.count_params() == report["params_after"]
+    fresh = apply_plan(small_net(), report)  # the structure, retrainable from scratch
+    assert [w.shape for w in fresh.weights] == [w.shape for w in shrunk.weights]
+    no_bn = tmp_path / "no_bn.keras"
+    two_convs(in_channels=1, bn=False, size=28).save(no_bn)
+    bad = run_script("morphnet", f"--model={no_bn}", "--regularizer=gamma", f"--output={tmp_path / 'x.keras'}",
+                     check=False, fresh=True)
+    assert bad.returncode == 1 and "group_lasso" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    no_table = run_script("morphnet", f"--model={source}", "--cost=latency", f"--output={tmp_path / 'y.keras'}",
+                          check=False)
+    assert no_table.returncode == 1 and "--table" in no_table.stderr

@@ -36,6 +36,7 @@ from tfcompress.pruning.weight_masks import WeightMask
 from tfcompress.quantization import ec2t
 from tfcompress.quantization.ternary import TernaryConv2D, TernaryDense, TernaryDepthwiseConv2D
 from tfcompress.specs import SPECS, class_path, spec_for
+from tfcompress.zoo import ChannelShuffle
 
 Example = Callable[[], tuple[keras.Model, np.ndarray]]
 EXAMPLES: dict[type, Example] = {}
@@ -188,6 +189,10 @@ try:  # layers of keras.applications without a public alias
     EXAMPLES[CustomScaleLayer] = two_branches(lambda: CustomScaleLayer(0.3))
 except ImportError:  # pragma: no cover
     pass
+
+
+# two producers concatenated, then shuffled: the chunks are coupled, so both producers lose the same channels
+EXAMPLES[ChannelShuffle] = two_branches(lambda: lambda tensors: ChannelShuffle(2)(layers.Concatenate()(tensors)))
 
 
 @example(layers.InputLayer)

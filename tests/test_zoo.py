@@ -58,6 +58,9 @@ def test_compound_scaling_rules():
         ("mobilenet_v2", {"width_multiplier": 0.5, "expansion": 4}, (32, 32, 1)),
         ("resnet20", {}, (32, 32, 1)),
         ("lenet5", {}, (32, 32, 1)),
+        ("shufflenetv2_d6_w16_se2", {"residual": True}, (24, 24, 1)),
+        ("effnet_w8_e4", {}, (20, 20, 3)),  # odd sizes on the way down: 'same' pooling and strides
+        ("wrn-10-2-se", {}, (16, 16, 3)),
     ],
 )
 def test_models_run_and_output_logits(name, kwargs, shape):
@@ -85,6 +88,10 @@ def test_width_multiplier_shrinks_mobilenets():
         (lambda: zoo.wide_resnet(depth=40, width=0), "width"),
         (lambda: zoo.mobilenet_v2(width_multiplier=0), "width_multiplier"),
         (lambda: zoo.micronet_resnet(phi=-1), "phi"),
+        (lambda: zoo.shufflenet_v2(depth=4), "multiple of 3"),
+        (lambda: zoo.effnet(expansion=0), "expansion"),
+        (lambda: zoo.build("wrn-16-1-se", (32, 32, 3), 10, se_reduction=4), "se_reduction"),
+        (lambda: zoo.mobilenet_v2(se_reduction=1000), "se_reduction"),
         (lambda: zoo.build("resnet-9000x", (32, 32, 3), 10), "unknown model"),
         (lambda: zoo.build("lenet5", (28, 28, 1), 10, depth=3), "unexpected keyword"),
     ],

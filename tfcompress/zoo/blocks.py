@@ -46,3 +46,26 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 def check_positive(name: str, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def squeeze_excite(x, reduction: int, name: str):
+    """Squeeze-and-excitation (Hu et al. 2018): global average → dense(C/r, ReLU) → dense(C, sigmoid) → scale.
+
+    Bias-free dense layers, as in the NetAdapt thesis (its best reduction was r = 2). The final Multiply
+    couples the excitation's C outputs with x's channels, so both are pruned together.
+    """
+    channels = int(x.shape[-1])
+    if reduction < 1 or channels // reduction < 1:
+        raise ValueError(f"se_reduction must be in [1, {channels}] for {channels} channels, got {reduction}")
+    se = layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)
+    se = layers.Dense(channels // reduction, activation="relu", use_bias=False, kernel_initializer=KERNEL_INIT,
+                      name=f"{name}_reduce")(se)
+    se = layers.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_excite")(se)
+    # dense layers on (batch, C), not on (batch, 1, 1, C): TFLite then needs no run-time shape arithmetic
+    se = layers.Reshape((1, 1, channels), name=f"{name}_expand_dims")(se)
+    return layers.Multiply(name=f"{name}_scale")([x, se])
+
+
+def check_se_reduction(se_reduction: int) -> None:
+    if isinstance(se_reduction, bool) or not isinstance(se_reduction, int) or se_reduction < 0:
+        raise ValueError(f"se_reduction must be an integer ≥ 0 (0: no squeeze-excitation), got {se_reduction!r}")

@@ -4,6 +4,7 @@ The CIFAR variants keep the ImageNet layer sequence but start at stride 1 (32×3
 1×1 before the last stage), as in the widely used pytorch-cifar versions. ``width_multiplier`` scales every
 layer's filters (rounded to a multiple of 8); ``depth_multiplier`` scales the number of repeated blocks per
 stage (rounded up), so a user can trade accuracy for latency along both axes, as the NetAdapt thesis did.
+``se_reduction`` adds the thesis's squeeze-and-excitation after the projection of every stride-1 block.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from tfcompress.zoo.blocks import (
     KERNEL_INIT,
     batch_norm,
     check_positive,
+    check_se_reduction,
     classifier_head,
     conv,
     conv_bn_relu,
     make_divisible,
+    squeeze_excite,
 )
 
 # (filters, stride of the first block, repeats)
@@ -67,16 +70,20 @@ def mobilenet_v2(
     width_multiplier: float = 1.0,
     depth_multiplier: float = 1.0,
     expansion: int | None = None,
+    se_reduction: int = 0,
 ) -> keras.Model:
     """MobileNetV2 for CIFAR: inverted residual blocks with linear bottlenecks and ReLU6; 2.2 M params at 1.0.
 
     Args:
         expansion: overrides the expansion ratio 6 of every expanding block (the thesis grid used 4 and 6).
+        se_reduction: r > 0 adds a squeeze-and-excitation block (C → C/r → C) after the projection of every
+            stride-1 block, before its residual sum (the thesis's placement; its best r was 2).
     """
     check_positive("width_multiplier", width_multiplier)
     check_positive("depth_multiplier", depth_multiplier)
     if expansion is not None and expansion < 1:
         raise ValueError(f"expansion must be ≥ 1, got {expansion}")
+    check_se_reduction(se_reduction)
     inputs = keras.Input(input_shape, name="image")
     x = conv_bn_relu(inputs, make_divisible(32 * width_multiplier), 3, name="stem", relu6=True)
     for stage, (ratio, filters, repeats, first_stride) in enumerate(_V2_STAGES, start=1):
@@ -84,7 +91,7 @@ def mobilenet_v2(
         for block in range(_repeats(repeats, depth_multiplier)):
             x = _inverted_residual(
                 x, ratio, make_divisible(filters * width_multiplier), first_stride if block == 0 else 1,
-                name=f"stage{stage}_block{block}",
+                se_reduction, name=f"stage{stage}_block{block}",
             )
     last = make_divisible(1280 * max(1.0, width_multiplier))
     x = conv_bn_relu(x, last, 1, name="head", relu6=True)
@@ -92,7 +99,7 @@ def mobilenet_v2(
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def _inverted_residual(x, expansion: int, filters: int, strides: int, name: str):
+def _inverted_residual(x, expansion: int, filters: int, strides: int, se_reduction: int, name: str):
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
@@ -102,6 +109,8 @@ def _inverted_residual(x, expansion: int, filters: int, strides: int, name: str)
     y = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(y)
     y = conv(filters, 1, name=f"{name}_project")(y)
     y = batch_norm(name=f"{name}_project_bn")(y)
+    if se_reduction and strides == 1:
+        y = squeeze_excite(y, se_reduction, name=f"{name}_se")
     if strides == 1 and in_channels == filters:
         y = layers.Add(name=f"{name}_add")([x, y])
     return y

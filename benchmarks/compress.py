@@ -19,6 +19,7 @@ the result: ``--train_limit`` images per epoch (default all 54,000) × ``--finet
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def main(argv: list[str]) -> None:
             "gzip_bytes", "micronet_score")}, "latency_ms": round(ms, 4), "speedup": round(measured[0] / ms, 3),
             "drop_points": round(100 * (entries[0][2]["litert_accuracy"] - row["litert_accuracy"]), 2),
             "tflite": str(path), **extra})
-    report = {"command": "python benchmarks/compress.py " + " ".join(argv[1:]),
+    report = {"command": " ".join(["python benchmarks/compress.py", *sys.argv[1:]]),
               "fingerprint": device.fingerprint(1), "minutes": round((time.monotonic() - started) / 60, 1),
               "train_images": FLAGS.train_limit or 54000, "finetune_epochs": FLAGS.finetune_epochs, "rows": rows}
     write(report)
@@ -134,7 +135,7 @@ def write(report: dict) -> None:
         f"device {fp.get('device')}. Fine-tune budget per round: {report['finetune_epochs']} epoch(s) of "
         f"{report['train_images']:,} images. Latency: all files in one session, median of 3 interleaved passes; "
         "speed-up against the float32 original of this session. Accuracy: LiteRT, test set.", "",
-        "| variant | precision | LiteRT acc. | Δ points | latency ms | speed-up | params | non-zero | MACs "
+        "| variant | precision | LiteRT acc. | points lost | latency ms | speed-up | params | non-zero | MACs "
         "| gzip KB | budget met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> None:
         for precision, models_paths in paths.items():
             for row, ms in zip(rows, device.side_by_side(models_paths, threads=1, runs=FLAGS.runs), strict=True):
                 row[f"{precision}_ms"] = ms
-    report = {"command": "python benchmarks/decomposition.py " + " ".join(argv[1:]),
+    report = {"command": " ".join(["python benchmarks/decomposition.py", *sys.argv[1:]]),
               "fingerprint": device.fingerprint(1), "finetune_images": limit or 54000,
               "mobilenet_finetune_images": FLAGS.mobilenet_finetune_limit or 54000,
               "minutes": round((time.monotonic() - started) / 60, 1), "rows": rows}

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers for the two cores; PYTEST_ARGS= runs serially
 
-.PHONY: demo test test-fast lint data sshd venv clean
+.PHONY: demo test test-fast lint data sshd venv clean report baselines
 
 venv: $(STAMP)
 
@@ -43,6 +43,14 @@ sshd:
 demo: data
 	$(BIN)/python scripts/demo.py
 
+# tfcompress vs tensorflow-model-optimization (benchmarks/baselines.py). The [baselines] extra is installed without
+# its dependencies: tfmot 0.8 pins absl-py~=1.2 (tfcompress needs >= 2; tfmot works with it) and tf-keras requires
+# the `tensorflow` wheel, which would be written over tensorflow-cpu's files; then tfmot's other dependencies.
+baselines: data
+	$(BIN)/pip install --quiet --no-deps 'tensorflow-model-optimization>=0.8' 'tf-keras==2.21.*'
+	$(BIN)/pip install --quiet 'dm-tree~=0.1.1' mock six
+	$(BIN)/python benchmarks/baselines.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -54,6 +62,10 @@ test: lint data sshd
 test-fast: lint data sshd
 	$(BIN)/pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# benchmarks/README.md, one page of every committed result (benchmarks/results/); measures nothing.
+report: $(STAMP)
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

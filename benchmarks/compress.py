@@ -154,25 +154,14 @@ def write(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    """Accuracy against measured latency, a marker per kind of variant, the Pareto front marked."""
+    from tfcompress import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfcompress import files
-
-    figure, axes = plt.subplots(figsize=(7.5, 4.5))
-    markers = {"original": "k*", "budget": "o", "single": "s", "chain": "^"}
-    for row in report["rows"]:
-        axes.plot(row["latency_ms"], 100 * row["litert_accuracy"], markers[row["kind"]], label=row["label"])
-    axes.set_xlabel(f"measured latency, ms ({report['fingerprint'].get('device')}, 1 thread)")
-    axes.set_ylabel("LiteRT top-1 accuracy, %")
-    axes.set_title("ResNet-20 / Fashion-MNIST: budget mode vs single techniques")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    files.write_png(path, figure)
-    plt.close(figure)
+    plots.accuracy_vs_latency(
+        report["rows"], path, y="litert_accuracy", label="label", group="kind",
+        title="ResNet-20 / Fashion-MNIST: budget mode vs single techniques",
+        xlabel=f"measured latency, ms ({report['fingerprint'].get('device')}, 1 thread)",
+        ylabel="LiteRT top-1 accuracy, %")
 
 
 if __name__ == "__main__":

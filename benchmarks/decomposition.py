@@ -228,25 +228,17 @@ def write(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    """Accuracy (after the fine-tune epoch, where there was one) against float32 latency and gzip size."""
+    from tfcompress import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfcompress import files
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key in zip(axes, ("float32_ms", "gzip_bytes"), strict=True):
-        for row in report["rows"]:
-            accuracy = row["accuracy_fine_tuned"] if row["accuracy_fine_tuned"] is not None else row["accuracy"]
-            value = row[key] / (1024 if key == "gzip_bytes" else 1)
-            ax.scatter([value], [100 * accuracy], marker="*" if row["variant"] == "original" else "o",
-                       label=f"{row['model']}: {row['variant']}")
-        ax.set_xlabel("float32 ms (LiteRT, 1 thread)" if key == "float32_ms" else ".tflite gzip KB (float32)")
-        ax.set_ylabel("test accuracy % (after 1 fine-tune epoch)")
-    axes[1].legend(fontsize=6)
-    figure.tight_layout()
-    files.write_png(path, figure)
+    rows = [{**row, "name": row["variant"],
+             "accuracy": row["accuracy_fine_tuned"] if row["accuracy_fine_tuned"] is not None else row["accuracy"]}
+            for row in report["rows"]]
+    plots.accuracy_vs_latency_and_size(
+        rows, path, latency="float32_ms", group="model",
+        title="Tucker/SVD decomposition vs channel pruning (Fashion-MNIST 32×32)",
+        latency_label="float32 ms (LiteRT, 1 thread)", size_label=".tflite gzip KB (float32)",
+        ylabel="test accuracy % (after 1 fine-tune epoch)")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,23 @@ def write_results(result: dict) -> None:
         "at 30–50 % sparsity.",
     ]) + "\n"
     files.write_text(Path(FLAGS.output_dir) / "ec2t.md", text)
+    plot(result, Path(FLAGS.output_dir))
     print(text)
+
+
+def plot(result: dict, folder: Path) -> None:
+    """``ec2t.png``: accuracy against the entropy-coded kernel size, per variant, the Pareto front marked; and
+    ``ec2t_training.png`` (sparsity, code entropy, accuracy per epoch) when the rows carry their Keras ``history``."""
+    from tfcompress import plots
+
+    plots.accuracy_vs_size(
+        result["rows"], folder / "ec2t.png", x="entropy_coded_bits", x_scale=1 / 8 / 1024, log_x=True,
+        label="variant", title="EC2T vs TTQ vs float32: ResNet-20 on Fashion-MNIST 32×32",
+        xlabel="entropy-coded kernels, KB (log)", ylabel="test accuracy, %")
+    histories = {row["variant"]: row["history"] for row in result["rows"] if row.get("history")}
+    if histories:  # rows of runs that recorded ec2t.train's history (the committed ones did not); absent keys skipped
+        plots.training_curves(histories, folder / "ec2t_training.png", title="EC2T / TTQ training",
+                              keys=["ternary_sparsity", "ternary_entropy_bits", "val_accuracy", "loss"])
 
 
 def _verdicts(rows: list[dict]) -> list[str]:

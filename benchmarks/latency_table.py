@@ -199,31 +199,15 @@ def write(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    """Predicted against measured latency of every variant, a panel per model (on-grid ○, any count ×)."""
+    from tfcompress import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfcompress import files
-
-    models = report["models"]
-    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
-    for ax, entry in zip(axes[0], models, strict=True):
-        for precision, result in entry["results"].items():
-            for kind, marker in (("on-grid", "o"), ("any count", "x")):
-                rows = [r for r in result["variants"] if r["kind"] == kind]
-                ax.scatter([r["measured_us"] / 1000 for r in rows], [r["predicted_us"] / 1000 for r in rows],
-                           marker=marker, s=18, label=f"{precision}, {kind}")
-        low, high = ax.get_xlim()
-        ax.plot([low, high], [low, high], "k--", lw=0.8)
-        ax.plot([low, high], [1.1 * low, 1.1 * high], "k:", lw=0.6)
-        ax.plot([low, high], [0.9 * low, 0.9 * high], "k:", lw=0.6)
-        ax.set_title(f"{entry['name']} ({entry['fingerprint'].get('device')}, {entry['fingerprint'].get('cpu')})")
-        ax.set_xlabel("measured ms")
-        ax.set_ylabel("predicted ms")
-        ax.legend(fontsize=8)
-    figure.tight_layout()
-    files.write_png(path, figure)
+    panels = {
+        f"{entry['name']} ({entry['fingerprint'].get('device')}, {entry['fingerprint'].get('cpu')})": [
+            {**row, "series": f"{precision}, {row['kind']}", "marker": "o" if row["kind"] == "on-grid" else "x"}
+            for precision, result in entry["results"].items() for row in result["variants"]]
+        for entry in report["models"]}
+    plots.predicted_vs_measured(panels, path)
 
 
 if __name__ == "__main__":

@@ -200,24 +200,17 @@ def write(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    """Accuracy after the shared fine-tune against measured latency, per method, the target and Pareto front."""
+    from tfcompress import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfcompress import files
-
-    figure, ax = plt.subplots(figsize=(6, 4.5))
-    base = report["unpruned"]
-    ax.scatter([base["measured_us"] / 1000], [100 * base["accuracy"]], marker="*", s=120, label="unpruned")
-    for row in report["rows"]:
-        ax.scatter([row["measured_us"] / 1000], [100 * row["accuracy"]], s=40, label=row["method"])
-    ax.axvline(report["target_us"] / 1000, color="k", ls=":", lw=0.8, label="target")
-    ax.set_xlabel(f"measured ms ({report['fingerprint'].get('device')}, {report['fingerprint'].get('cpu')})")
-    ax.set_ylabel("test accuracy % (after the shared fine-tune)")
-    ax.legend(fontsize=8)
-    figure.tight_layout()
-    files.write_png(path, figure)
+    base, fp = report["unpruned"], report["fingerprint"]
+    rows = [{"name": "unpruned", "latency_ms": base["measured_us"] / 1000, "accuracy": base["accuracy"]}]
+    rows += [{"name": row["method"], "latency_ms": row["measured_us"] / 1000, "accuracy": row["accuracy"]}
+             for row in report["rows"]]
+    plots.accuracy_vs_latency(
+        rows, path, group="name", title="NetAdapt vs Fisher vs L1 vs uniform at half the measured latency",
+        xlabel=f"measured ms ({fp.get('device')}, {fp.get('cpu')})",
+        ylabel="test accuracy % (after the shared fine-tune)", vlines={"target": report["target_us"] / 1000})
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tfcompress"
 
 # Bottom up; a module may import from its own layer and the layers below, never from above.
 LAYERS = [
-    {"keras_graph", "files"},
+    {"keras_graph", "files", "progress", "summaries"},
     {"specs"},
     {"graph"},
     {"training", "data", "zoo"},
     {"pruning", "quantization", "scaling", "distill"},
-    {"runtime", "profile", "micronet", "export", "report", "latency", "quantization.scoring"},
+    {"runtime", "profile", "micronet", "export", "report", "plots", "latency", "quantization.scoring"},
     {"decomposition"},  # a technique whose latency-led search exports and measures its candidates
     {"pipeline"},
     {"cli", ""},  # "": the top package, which imports everything for users

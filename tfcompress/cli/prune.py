@@ -20,10 +20,13 @@ when the prunable kernels are at least half exact zeros) wraps its layers in Wei
 
 Prints every channel group's count before and after and the profile (params, MACs); writes OUTPUT (.keras,
 compression layers kept; ``scripts/export.py`` strips them) and OUTPUT.json: the plan (re-appliable with
-``--plan``), accuracy before / pruned / fine-tuned, what was kept, and the flags. Both atomically.
+``--plan``), accuracy before / pruned / fine-tuned, what was kept, and the flags; with ``--plot``, OUTPUT.png:
+every group's channels before and after (needs matplotlib). All atomically.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from absl import flags
 
@@ -67,6 +70,8 @@ flags.DEFINE_float("lr", None, "Fine-tuning learning rate (default 0.01 with SGD
 flags.DEFINE_integer("train_limit", None, "Fine-tune on the first N training examples only.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed (random importance, pruning batches, shuffling).")
 flags.DEFINE_string("output", None, "Output .keras path; OUTPUT.json beside it.")
+flags.DEFINE_bool("plot", False, "Also write OUTPUT.png: every channel group's count before and after pruning "
+                  "(needs matplotlib: pip install matplotlib).")
 define_dataset_flags()
 flags.mark_flags_as_required(["model", "output"])
 flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
@@ -86,7 +91,7 @@ flags.register_multi_flags_validator(
 _OWN_FLAGS = (
     "model", "importance", "prune_batches", "target_channels", "target_macs", "target_params", "plan", "scope",
     "target_latency", "latency_table", "latency_precision", "channel_multiple", "keep_zeros", "finetune_epochs",
-    "lr", "train_limit", "seed", "dataset", "batch_size", "output",
+    "lr", "train_limit", "seed", "dataset", "batch_size", "output", "plot",
 )
 
 
@@ -95,11 +100,20 @@ def main(argv: list[str]) -> None:
     import keras
 
     import tfcompress as tfc
+    from tfcompress import plots
     from tfcompress.cli import compression
     from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model, FLAGS.plan])
     sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.model, FLAGS.plan])
+    figure = None
+    if FLAGS.plot:  # matplotlib and the path checked before any work, as the other outputs
+        try:
+            plots.require_matplotlib()
+        except ImportError as error:
+            raise ValueError(f"--plot: {error}") from None
+        figure = tfc.files.check_output(output.with_name(output.name + ".png"), inputs=[FLAGS.model, FLAGS.plan],
+                                        kind="binary")
     if FLAGS.plan is not None:
         ignored = [f"--{name}" for name in ("importance", "scope", "channel_multiple", "prune_batches")
                    if FLAGS[name].present]
@@ -178,12 +192,15 @@ def main(argv: list[str]) -> None:
         "weight_mask_sparsity": sparsity,
         "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
     })
+    if figure is not None:
+        plots.channels_per_group(plan["groups"], figure, title=f"{Path(FLAGS.model).name} → {output.name}")
     finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if FLAGS.finetune_epochs else ""
     masked = f"; weight masks {sparsity['sparsity']:.1%} zeros" if sparsity["params"] else ""
     print(f"accuracy {accuracy_before:.4f} → pruned {accuracy_pruned:.4f}{finetuned}; "
           f"MACs ×{plan['macs_after'] / plan['macs_before']:.3f}, "
           f"params ×{plan['params_after'] / plan['params_before']:.3f}"
-          f"{masked}; compression layers kept: {compression.describe(small)} → {output}")
+          f"{masked}; compression layers kept: {compression.describe(small)} → {output}"
+          f"{f' (channels per group: {figure})' if figure is not None else ''}")
 
 
 def _finetune(model, train) -> str:

@@ -201,23 +201,13 @@ def write_summary(rows: list[dict[str, Any]], folder: str | Path, precision: str
 
 
 def plot_stages(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """LiteRT accuracy against measured latency, one labelled point per stage, joined in order."""
-    import matplotlib
+    """LiteRT accuracy against measured latency, one labelled point per stage joined in order, the Pareto front
+    marked."""
+    from tfcompress import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    xs = [row["latency_ms"] for row in rows]
-    ys = [100 * row["litert_accuracy"] for row in rows]
-    axes.plot(xs, ys, "-o", color="tab:blue")
-    for row, x, y in zip(rows, xs, ys, strict=True):
-        axes.annotate(f"{row['step'][:2]} {row['stage'].split('(')[0]} ({row['precision']})", (x, y),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
-    axes.set_xlabel(f"measured latency, ms ({rows[0]['host'].get('device')}, {rows[0]['host'].get('threads')} thr.)")
-    axes.set_ylabel("LiteRT top-1 accuracy, %")
-    axes.set_title("accuracy vs latency, stage by stage")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    files.write_png(path, figure)
-    plt.close(figure)
+    host = rows[0]["host"]
+    points = [{**row, "name": f"{row['step'][:2]} {row['stage'].split('(')[0]} ({row['precision']})"} for row in rows]
+    plots.accuracy_vs_latency(
+        points, path, y="litert_accuracy", title="accuracy vs latency, stage by stage", connect=True,
+        xlabel=f"measured latency, ms ({host.get('device')}, {host.get('threads')} thr.)",
+        ylabel="LiteRT top-1 accuracy, %")

@@ -19,6 +19,7 @@ from absl import logging
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfcompress import files
+from tfcompress import progress as progress_bars
 from tfcompress.training import NonFiniteError
 
 # A TFLite model is a FlatBuffer whose file identifier (bytes 4..8) is "TFL3" (schema.fbs: file_identifier).
@@ -133,24 +134,44 @@ class TFLiteModel:
         return np.concatenate(results)
 
 
-def _batches(dataset: Any, limit: int | None):
+def _batch_count(dataset: Any) -> int | None:
+    """Batches in ``dataset`` when known and finite (a bar's total), else None."""
+    if isinstance(dataset, tf.data.Dataset):
+        count = int(dataset.cardinality())
+        return count if count >= 0 else None  # tf.data.INFINITE_CARDINALITY -1, UNKNOWN_CARDINALITY -2
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def _batches(dataset: Any, limit: int | None, desc: str | None = None, enable: bool = True):
+    """The dataset's (x, y) batches as arrays, cut at ``limit`` examples; with ``desc``, a progress bar counts
+    them."""
     seen = 0
-    for x, y in dataset:
-        x, y = np.asarray(x), np.asarray(y)
-        if limit is not None:
-            x, y = x[: limit - seen], y[: limit - seen]
-        yield x, y
-        seen += len(y)
-        if limit is not None and seen >= limit:
-            return
+    with progress_bars.bar(_batch_count(dataset), desc or "", unit="batch", enable=enable and desc is not None) as bar:
+        for x, y in dataset:
+            x, y = np.asarray(x), np.asarray(y)
+            if limit is not None:
+                if bar.n == 0 and bar.total is not None and len(y):  # the batches the limit leaves
+                    bar.set_total(min(bar.total, -(-limit // len(y))))
+                x, y = x[: limit - seen], y[: limit - seen]
+            yield x, y
+            seen += len(y)
+            bar.update(1)
+            if limit is not None and seen >= limit:
+                return
 
 
 def evaluate_tflite(model: TFLiteModel | bytes | str | os.PathLike, dataset: tf.data.Dataset,
-                    limit: int | None = None) -> dict[str, float]:
-    """Top-1 accuracy of a ``.tflite`` model on a batched dataset of ``(image, label)``."""
+                    limit: int | None = None, *, progress: bool = True) -> dict[str, float]:
+    """Top-1 accuracy of a ``.tflite`` model on a batched dataset of ``(image, label)``.
+
+    ``progress``: a bar with ETA where :mod:`tfcompress.progress` draws bars (a terminal); False: never.
+    """
     runner = model if isinstance(model, TFLiteModel) else TFLiteModel(model)
     correct = total = 0
-    for x, y in _batches(dataset, limit):
+    for x, y in _batches(dataset, limit, "LiteRT evaluation", progress):
         outputs = runner.predict(x)
         _check_finite_outputs(outputs, "the LiteRT model", total)
         correct += int(np.sum(np.argmax(outputs, axis=-1) == y))
@@ -191,11 +212,12 @@ class Parity:
 
 
 def parity(keras_model: keras.Model, tflite: TFLiteModel | bytes | str | os.PathLike, dataset: tf.data.Dataset,
-           limit: int | None = None) -> Parity:
-    """Compares Keras and LiteRT outputs of the same model on a dataset's inputs."""
+           limit: int | None = None, *, progress: bool = True) -> Parity:
+    """Compares Keras and LiteRT outputs of the same model on a dataset's inputs (``progress`` as in
+    :func:`evaluate_tflite`)."""
     runner = tflite if isinstance(tflite, TFLiteModel) else TFLiteModel(tflite)
     keras_logits, lite_logits, labels = [], [], []
-    for x, y in _batches(dataset, limit):
+    for x, y in _batches(dataset, limit, "LiteRT parity", progress):
         keras_logits.append(np.asarray(keras_model(x, training=False)))
         lite_logits.append(runner.predict(x))
         labels.append(y)

@@ -40,6 +40,7 @@ def main(argv: list[str]) -> None:
     del argv
     import tfcompress as tfc
     from tfcompress import export, files, report
+    from tfcompress import progress as progress_bars
     from tfcompress.cli.flags import load_model_for_dataset
 
     start = time.time()
@@ -54,19 +55,23 @@ def main(argv: list[str]) -> None:
     tflite_paths = [out / f"{Path(FLAGS.model).stem}_{step}.tflite" for step in range(1, len(measured) + 1)]
     for path in tflite_paths:
         files.check_output(path, inputs=[FLAGS.model])
-    print(f"1/{len(measured) + 1} evaluating {FLAGS.model} in Keras on {FLAGS.dataset} test")
-    keras_accuracy = tfc.training.evaluate(model, test)["accuracy"]
-
+    say = progress_bars.around_bars(print)  # the stage lines above the bar, not through it
     rows = []
-    for step, (label, build, export_options) in enumerate(measured, start=2):
-        print(f"{step}/{len(measured) + 1} {label}: build, export, measure in LiteRT")
-        variant_model = build()
-        flatbuffer = export.to_tflite(variant_model, representative_data=calibration,
-                                      num_calibration_samples=FLAGS.num_calibration, **export_options)
-        rows.append(report.measure_variant(
-            label, variant_model, flatbuffer, test, tflite_paths[step - 2],
-            runs=FLAGS.runs, keras_accuracy=keras_accuracy if variant_model is model else None,
-        ))
+    with progress_bars.bar(len(measured) + 1, "demo", unit="stage") as bar:
+        say(f"1/{len(measured) + 1} evaluating {FLAGS.model} in Keras on {FLAGS.dataset} test")
+        keras_accuracy = tfc.training.evaluate(model, test)["accuracy"]
+        bar.update(1)
+        for step, (label, build, export_options) in enumerate(measured, start=2):
+            say(f"{step}/{len(measured) + 1} {label}: build, export, measure in LiteRT")
+            bar.note(label)
+            variant_model = build()
+            flatbuffer = export.to_tflite(variant_model, representative_data=calibration,
+                                          num_calibration_samples=FLAGS.num_calibration, **export_options)
+            rows.append(report.measure_variant(
+                label, variant_model, flatbuffer, test, tflite_paths[step - 2],
+                runs=FLAGS.runs, keras_accuracy=keras_accuracy if variant_model is model else None,
+            ))
+            bar.update(1)
     report.add_ratios(rows, rows[0]["variant"], ["gzip_bytes", "latency_ms_t1"])
     table = report.markdown_table(rows, COLUMNS)
     host = tfc.latency.describe_host()

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress import progress as progress_bars
 from tfcompress.decomposition.blocks import effective_kernel_and_bias, factored_block, factoring_for, is_pointwise
 from tfcompress.decomposition.tucker import Structure, TuckerFactors, relative_error, sparse_partial_tucker
 from tfcompress.keras_graph import Call, GraphWalk, copy_layer, input_positions, output_positions, replace_layers
@@ -191,12 +192,14 @@ def decompose(
             timed inferences each).
         layers: names of the layers to split; None: every layer whose spec can be split and that gains.
         n_iter_max: HOOI sweeps per fit.
-        progress: called with one line per layer (e.g. ``print``).
+        progress: called with one line per layer (e.g. ``print``). Independently, progress bars (layers searched;
+            candidate blocks exported and measured with ``cost="latency"``) are drawn where
+            :mod:`tfcompress.progress` draws bars.
 
     Raises:
         ValueError: bad settings, a named layer missing or not splittable (the message says why).
     """
-    say = progress or (lambda line: None)
+    say = progress_bars.around_bars(progress)  # lines between the bars, not through them
     structure = Structure.parse(structure) if isinstance(structure, str) else structure
     _check_settings(method, compression_factor, max_acc_loss, holdout, sparsity_weight, cost, device)
     start = time.time()
@@ -320,14 +323,16 @@ def _latency_costs(targets: list[Target], device: Any, precision: str, threads: 
     say(f"measuring {len(requests)} one-layer models on {device} ({precision}) for the latency costs")
     with tempfile.TemporaryDirectory() as folder:
         paths = []
-        for index, block in enumerate(requests.values()):
+        blocks = progress_bars.iterate(requests.values(), "decomposition: export candidate blocks", unit="model")
+        for index, block in enumerate(blocks):
             path = Path(folder) / f"block{index}.tflite"
             to_tflite(block, precision, output=path,
                       **({"representative_data": np.random.default_rng(0).random(
                           (8, *block.input_shape[1:]), np.float32), "num_calibration_samples": 8}
                          if precision == "int8" else {}))
             paths.append(path)
-        results = open_device(device).measure(paths, threads=threads, runs=runs, warmup=5)
+        results = open_device(device).measure_in_batches(paths, threads=threads, runs=runs, warmup=5,
+                                                         desc="decomposition: measure candidate blocks")
     measured = {key: result.latency_ms for key, result in zip(requests, results, strict=True)}
 
     def cost_of(target: Target, ranks: tuple[int, int], sparse: bool) -> float:
@@ -363,7 +368,8 @@ def _data_free(targets: list[Target], choices: dict[str, LayerChoice], compressi
                sparsity_weight: float, cost_of: CostOf, fit: Callable, chosen: dict, say: Callable) -> None:
     stds = np.array([float(np.std(target.kernel)) for target in targets])
     budgets = np.clip(stds / max(stds.sum(), 1e-30) * len(targets) * compression_factor, 0.0, 1.0)
-    for target, budget in zip(targets, budgets, strict=True):
+    for target, budget in progress_bars.iterate(list(zip(targets, budgets, strict=True)), "decomposition (data-free)",
+                                                unit="layer"):
         choice = choices[target.name]
         choice.budget = float(budget)
         best: tuple[float, tuple, float, TuckerFactors] | None = None
@@ -406,7 +412,7 @@ def _evaluation_led(model: keras.Model, targets: list[Target], choices: dict[str
     per_layer_loss = max_acc_loss / len(targets)
     base = accuracy()
     say(f"holdout accuracy {base:.4f} on {len(labels)} images; per-layer budget {per_layer_loss:.4f}")
-    for target in targets:
+    for target in progress_bars.iterate(targets, "decomposition (evaluation-led)", unit="layer"):
         choice, variable = choices[target.name], kernels[target.name]
         threshold = base - per_layer_loss
 

@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ import keras
 import numpy as np
 
 from tfcompress import files
+from tfcompress import progress as progress_bars
 from tfcompress.export import strip, to_tflite
 from tfcompress.graph import ChannelGraph
 from tfcompress.latency.device import Device, comparable
@@ -148,6 +148,8 @@ def build_table(
         smooth_sigma: gaussian smoothing of every grid, in grid steps, applied when predicting (0: none).
         residues: also measure, per axis, the step − 1 counts below its top multiple of ``step`` (the pattern
             within a step, :attr:`Entry.residues`): better predictions between grid points for ~40 % more points.
+        progress: a bar with ETA where :mod:`tfcompress.progress` draws bars (a terminal, or ``TFC_PROGRESS=1``);
+            False: never.
 
     Raises:
         ValueError: bad arguments, a model the units cannot cover, an existing journal without ``resume``.
@@ -181,7 +183,8 @@ def build_table(
     pending = [(task, r) for r in range(repeats) for task in mine if r >= len(done.get(task.id, []))]
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="tfcompress-table-") as folder, _progress(len(pending), progress) as bar:
+    with (tempfile.TemporaryDirectory(prefix="tfcompress-table-") as folder,
+          progress_bars.bar(len(pending), "latency table", unit="model", enable=progress) as bar):
         converted: dict[str, Path] = {}
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]
@@ -330,26 +333,3 @@ def _read_journal(journal: Path, fingerprint: dict[str, Any], force: bool) -> di
         elif "task" in record:
             done.setdefault(record["task"], []).append(float(record["us"]))
     return done
-
-
-class _progress:
-    """A tqdm bar with ETA on stderr (a no-op when disabled)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled, None
-
-    def __enter__(self) -> _progress:
-        if self.enabled and self.total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, unit="model", desc="latency table", file=sys.stderr,
-                            dynamic_ncols=True)
-        return self
-
-    def update(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.update(count)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress import progress as progress_bars
 from tfcompress.latency.result import LatencyResult
 
 # What must match for two latencies to be comparable; the node name, OS and Python version need not.
@@ -31,15 +32,33 @@ class Device(abc.ABC):
         """
 
     def side_by_side(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int = 5,
-                     passes: int = 3) -> list[float]:
+                     passes: int = 3, progress: bool = True) -> list[float]:
         """Each model's latency in ms: the median over ``passes`` passes that each time every model in turn.
 
         Models compared this way share the host's state (load, clocks, caches) and a disturbed moment spreads over
         all of them; separate runs on a shared or throttled machine disagree by tens of percent. Compare the
-        results as ratios.
+        results as ratios. ``progress``: a bar with ETA where :mod:`tfcompress.progress` draws bars; False: never.
         """
-        results = [self.measure(models, threads=threads, runs=runs, warmup=warmup) for _ in range(passes)]
+        results = []
+        with progress_bars.bar(passes * len(models), f"latency side by side on {self.name}", unit="model",
+                               enable=progress) as bar:
+            for _ in range(passes):  # one batch per pass: a remote device gets one round trip each
+                results.append(self.measure(models, threads=threads, runs=runs, warmup=warmup))
+                bar.update(len(models))
         return [float(np.median([result[index].latency_ms for result in results])) for index in range(len(models))]
+
+    def measure_in_batches(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int,
+                           batch_size: int = 16, desc: str = "latency", progress: bool = True
+                           ) -> list[LatencyResult]:
+        """:meth:`measure`, ``batch_size`` models at a time so that a progress bar (``desc``, where
+        :mod:`tfcompress.progress` draws bars) can count them; one round trip per batch on a remote device."""
+        results: list[LatencyResult] = []
+        with progress_bars.bar(len(models), desc, unit="model", enable=progress) as bar:
+            for start in range(0, len(models), batch_size):
+                batch = list(models[start:start + batch_size])
+                results += self.measure(batch, threads=threads, runs=runs, warmup=warmup)
+                bar.update(len(batch))
+        return results
 
     @abc.abstractmethod
     def fingerprint(self, threads: int) -> dict[str, Any]:

@@ -33,10 +33,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress import progress as progress_bars
 from tfcompress import training
 from tfcompress.graph import ChannelGraph, ChannelMask
 from tfcompress.pruning.channels import PruningPlan, latency_fraction, plan_for_model, plan_from_masks
 from tfcompress.pruning.shrink import fold_channel_masks, insert_channel_masks, set_channel_masks, shrink
+from tfcompress.summaries import Summaries
 
 CostFn = Callable[[Mapping[int, int]], float]
 TARGETS = ("target_channels", "target_macs", "target_latency")
@@ -104,6 +106,11 @@ class FisherPruning(keras.callbacks.Callback):
         min_channels: every group keeps at least this many channels.
         stop_at_target: end training (``model.stop_training``) once the target is met.
         verbose: 1 prints a line per prune.
+        log_dir: write the per-epoch summaries here; by default they go to the run of a
+            ``keras.callbacks.TensorBoard`` in the same ``fit``, or to a ``tf.summary`` default writer
+            (:mod:`tfcompress.summaries`): ``fisher/channels/<group>`` (channels kept per group),
+            ``fisher/channels_left``, ``fisher/macs_left``, ``fisher/prunes`` and, with a table,
+            ``fisher/predicted_latency_ms``.
 
     Attributes:
         history: one dict per prune (step, group, channels removed, score, channels/MACs/latency left).
@@ -125,6 +132,7 @@ class FisherPruning(keras.callbacks.Callback):
         min_channels: int = 1,
         stop_at_target: bool = True,
         verbose: int = 0,
+        log_dir: str | None = None,
     ) -> None:
         super().__init__()
         given = {k: v for k, v in zip(TARGETS, (target_channels, target_macs, target_latency), strict=True)
@@ -147,6 +155,7 @@ class FisherPruning(keras.callbacks.Callback):
         self.history: list[dict[str, Any]] = []
         self.reached = self.exhausted = False
         self.graph: ChannelGraph | None = None
+        self.summaries = Summaries(log_dir)
 
     # ------------------------------------------------------------------------------------------- state
 
@@ -167,6 +176,7 @@ class FisherPruning(keras.callbacks.Callback):
         self.masks = {g: np.asarray(m) for g, m in fold_channel_masks(self.graph, {}).items()}
         self.reached = self.fraction_left() <= self.target
         self.exhausted = False
+        self.summaries.begin(self)
         if self.reached and self.stop_at_target:
             self.model.stop_training = True
 
@@ -181,6 +191,10 @@ class FisherPruning(keras.callbacks.Callback):
         if self.target_name == "target_macs":
             return self.graph.cost(dict(counts), "macs") / self.graph.cost(metric="macs")
         return self.cost_fn(counts) / self.cost_fn(self._full)
+
+    def way_done(self) -> float:
+        """How far pruning has come towards the target, from 0 (nothing pruned) to 1 (target met)."""
+        return 1.0 if self.reached else min(1.0, (1.0 - self.fraction_left()) / max(1e-12, 1.0 - self.target))
 
     def plan(self) -> PruningPlan:
         """The channels removed so far, as a plan of the masked model's groups."""
@@ -226,11 +240,23 @@ class FisherPruning(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None and self.graph is not None:  # callbacks after this one (TensorBoard) log them
-            logs["channels_left"] = sum(self.counts().values()) / sum(self._full.values())
-            logs["macs_left"] = self.graph.cost(self.counts(), "macs") / self.graph.cost(metric="macs")
-            if self.cost_fn is not None:
-                logs["predicted_latency_ms"] = self.cost_fn(self.counts()) / 1000
+        if self.graph is None:
+            return
+        counts = self.counts()
+        state = {"channels_left": sum(counts.values()) / sum(self._full.values()),
+                 "macs_left": self.graph.cost(counts, "macs") / self.graph.cost(metric="macs")}
+        if self.cost_fn is not None:
+            state["predicted_latency_ms"] = self.cost_fn(counts) / 1000
+        if logs is not None:  # callbacks after this one (TensorBoard) log them
+            logs.update(state)
+        if self.summaries.active:
+            self.summaries.write(epoch, {**{f"fisher/{key}": value for key, value in state.items()},
+                                         "fisher/prunes": len(self.history),
+                                         **{f"fisher/channels/{self.graph.groups[g].name}": n
+                                            for g, n in counts.items()}})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.summaries.end()
 
     def _choose(self, scores: Mapping[int, np.ndarray]) -> dict[int, list[int]]:
         """Channels to mask now, per group; empty when no group can lose a channel."""
@@ -290,13 +316,15 @@ def fisher_prune(
     max_steps: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 0,
+    progress: bool = True,
 ) -> FisherResult:
     """Trains ``model`` on ``data`` (labelled batches, logits output) while pruning it by Fisher saliency to one
     target, and returns the physically pruned model. The input model is not changed.
 
     The default optimizer is the thesis's fine-tuning one: SGD, lr 8e-4, momentum 0.9, weight decay 5e-4.
     ``max_steps`` bounds the training (default: enough steps for every prunable channel); the result says in
-    ``history`` how far it got.
+    ``history`` how far it got. ``progress``: a bar of the way to the target (% and ETA) where bars are shown
+    (:mod:`tfcompress.progress`); False: never.
 
     Raises:
         ValueError: a bad target (see :class:`FisherPruning`), or ``max_steps`` reached before the target.
@@ -311,8 +339,9 @@ def fisher_prune(
         max_steps = prune_every * (sum(g.size for g in graph.prunable_groups) // channels_per_prune + 1)
     training.compile_classifier(masked, optimizer or training.finetune_sgd())
     pruner.attach(masked, graph)
-    masked.fit(data.repeat(), steps_per_epoch=prune_every, epochs=-(-max_steps // prune_every),
-               callbacks=[pruner, *(callbacks or [])], verbose=0, shuffle=False)
+    with progress_bars.bar(100, "Fisher pruning", unit="%", enable=progress) as bar:
+        masked.fit(data.repeat(), steps_per_epoch=prune_every, epochs=-(-max_steps // prune_every),
+                   callbacks=[pruner, _WayDone(pruner, bar), *(callbacks or [])], verbose=0, shuffle=False)
     if pruner.exhausted:
         raise ValueError(f"fisher_prune cannot reach {pruner.target_name}={pruner.target}: every group is at "
                          f"min_channels={min_channels} or no removal saves time ({pruner.fraction_left():.3f} left)")
@@ -321,3 +350,18 @@ def fisher_prune(
                          f"{pruner.fraction_left():.3f} left, target {pruner.target_name}={pruner.target}: "
                          "raise max_steps or channels_per_prune")
     return FisherResult(shrink(masked, graph=graph), plan_for_model(pruner.plan(), model), pruner.history)
+
+
+class _WayDone(keras.callbacks.Callback):
+    """Moves a progress bar to :meth:`FisherPruning.way_done` after every epoch (one prune, in ``fisher_prune``)."""
+
+    def __init__(self, pruner: FisherPruning, bar: progress_bars.Bar) -> None:
+        super().__init__()
+        self.pruner, self.bar = pruner, bar
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.bar.shown:
+            return
+        percent = round(100 * self.pruner.way_done(), 1)
+        self.bar.update(percent - self.bar.n)
+        self.bar.note(f"{self.pruner.target_name.removeprefix('target_')} left {self.pruner.fraction_left():.3f}")

@@ -23,6 +23,7 @@ import numpy as np
 
 from tfcompress.keras_graph import iter_layers
 from tfcompress.pruning import weight_masks
+from tfcompress.summaries import Summaries
 from tfcompress.training import student_of
 
 
@@ -123,9 +124,14 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         schedule: when and how much to prune.
         scope: "local" (default: each layer to the scheduled sparsity, tfmot's behaviour) or "global".
         allow_empty_layers: accept a sparsity that removes every connection of a layer.
+        log_dir: write the per-epoch summaries here; by default they go to the run of a
+            ``keras.callbacks.TensorBoard`` in the same ``fit``, or to a ``tf.summary`` default writer
+            (:mod:`tfcompress.summaries`): ``magnitude_pruning/sparsity`` (all masked weights),
+            ``magnitude_pruning/sparsity/<layer>`` and ``magnitude_pruning/scheduled_sparsity``.
     """
 
-    def __init__(self, schedule: PolynomialDecay, scope: str = "local", allow_empty_layers: bool = False) -> None:
+    def __init__(self, schedule: PolynomialDecay, scope: str = "local", allow_empty_layers: bool = False,
+                 log_dir: str | None = None) -> None:
         super().__init__()
         if scope not in weight_masks.SCOPES:
             raise ValueError(f"scope must be one of {weight_masks.SCOPES}, got {scope!r}")
@@ -133,6 +139,7 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         self.scope = scope
         self.allow_empty_layers = allow_empty_layers
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each pruning step
+        self.summaries = Summaries(log_dir)
 
     def _wrappers(self) -> list[weight_masks.WeightMask]:
         return [layer for layer in iter_layers(student_of(self.model)) if isinstance(layer, weight_masks.WeightMask)]
@@ -143,6 +150,7 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
                 f"GradualMagnitudePruning needs WeightMask layers in model {self.model.name!r}: wrap it with "
                 "tfcompress.pruning.weight_masks.wrap(model) before compile()"
             )
+        self.summaries.begin(self)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -159,3 +167,26 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
         for layer in wrappers:
             layer.set_masks(new_masks[layer.name])
         self.history.append((step, sparsity))
+
+    def pruned_counts(self) -> dict[str, tuple[int, int]]:
+        """(pruned, maskable) weight counts of each masked layer, by layer name."""
+        counts = {}
+        for layer in self._wrappers():
+            masks = list(layer.get_masks().values())
+            size = sum(m.size for m in masks)
+            counts[layer.name] = (size - sum(int(m.sum()) for m in masks), size)
+        return counts
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.summaries.active:
+            return
+        counts = self.pruned_counts()
+        pruned, size = sum(p for p, _ in counts.values()), sum(n for _, n in counts.values())
+        scalars = {"magnitude_pruning/sparsity": pruned / max(1, size),
+                   **{f"magnitude_pruning/sparsity/{name}": p / max(1, n) for name, (p, n) in counts.items()}}
+        if self.history:
+            scalars["magnitude_pruning/scheduled_sparsity"] = self.history[-1][1]
+        self.summaries.write(epoch, scalars)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.summaries.end()

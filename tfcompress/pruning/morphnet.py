@@ -40,7 +40,6 @@ about 10³–10⁶ times smaller than FLOP weights, so the latency default is th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,6 +54,7 @@ from tfcompress.graph import ChannelGraph, Group
 from tfcompress.keras_graph import copy_layer
 from tfcompress.pruning.channels import PruningPlan, PruningResult, plan_from_masks
 from tfcompress.pruning.shrink import shrink as remove_channels
+from tfcompress.summaries import Summaries
 
 REGULARIZERS = ("group_lasso", "gamma")
 COSTS = ("flops", "latency")
@@ -330,12 +330,16 @@ class MorphNetCallback(keras.callbacks.Callback):
     Every epoch end it adds to the epoch logs (so a TensorBoard callback after it records them)
     ``morphnet_regularizer``, ``channels_left`` and ``macs_left`` (fractions of the prunable channels and of the
     MACs that :func:`shrink` would keep now, as :class:`~tfcompress.pruning.fisher.FisherPruning` logs them)
-    and, with a table, ``predicted_latency_ms``; per group, the kept channels go to TensorBoard as
-    ``morphnet/channels/<group>`` when a summary writer is active (``log_dir``, or the caller's default writer).
+    and, with a table, ``predicted_latency_ms``. When a summary writer is active (``log_dir``, a
+    ``keras.callbacks.TensorBoard`` in the same ``fit``, or the caller's ``tf.summary`` default writer; see
+    :mod:`tfcompress.summaries`) it writes ``morphnet/channels/<group>`` (kept channels per group),
+    ``morphnet/regularizer``, ``morphnet/flops``, ``morphnet/channels_left``, ``morphnet/macs_left``,
+    ``morphnet/predicted_latency_ms`` with a table, and a histogram of each group's channel values r_c,
+    ``morphnet/channel_values/<group>``.
 
     Args:
         update_every: refresh the weights every this many steps (default: at every epoch start).
-        log_dir: write the per-group scalars here (a ``tf.summary`` file writer).
+        log_dir: write the summaries here (a ``tf.summary`` file writer; TensorBoard is needed only to view them).
         verbose: 1 prints a line per epoch.
 
     Attributes:
@@ -348,7 +352,7 @@ class MorphNetCallback(keras.callbacks.Callback):
             raise ValueError(f"update_every must be ≥ 1 step, got {update_every}")
         self.update_every, self.log_dir, self.verbose = update_every, log_dir, verbose
         self.history: list[dict[str, Any]] = []
-        self._writer = None
+        self.summaries = Summaries(log_dir)
 
     @property
     def regularizer(self) -> MorphNetRegularizer:
@@ -359,10 +363,7 @@ class MorphNetCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.regularizer.update_weights()
-        if self.log_dir and self._writer is None:
-            if not _has_tensorboard():
-                raise ValueError("MorphNetCallback(log_dir=) needs TensorBoard: pip install tensorboard")
-            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        self.summaries.begin(self)
         self._steps = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -378,8 +379,9 @@ class MorphNetCallback(keras.callbacks.Callback):
         regularizer = self.regularizer
         counts = regularizer.kept_counts()
         predicted = regularizer.predicted(counts)
+        names = {g: regularizer.graph.groups[g].name for g in counts}
         record = {"epoch": epoch, "regularizer": float(regularizer()),
-                  "kept": {regularizer.graph.groups[g].name: n for g, n in counts.items()},
+                  "kept": {names[g]: n for g, n in counts.items()},
                   "channels_left": sum(counts.values()) / max(1, sum(regularizer.full.values())),
                   "macs_left": predicted["flops"] / regularizer.flops_full, **predicted}
         self.history.append(record)
@@ -388,35 +390,21 @@ class MorphNetCallback(keras.callbacks.Callback):
                         macs_left=record["macs_left"])
             if "latency_ms" in predicted:
                 logs["predicted_latency_ms"] = predicted["latency_ms"]
-        with self._writer.as_default() if self._writer is not None else contextlib.nullcontext():
-            if _summaries_on():
-                for name, count in record["kept"].items():
-                    tf.summary.scalar(f"morphnet/channels/{name}", count, step=epoch)
-                tf.summary.scalar("morphnet/regularizer", record["regularizer"], step=epoch)
-                tf.summary.scalar("morphnet/flops", predicted["flops"], step=epoch)
-                if "latency_ms" in predicted:
-                    tf.summary.scalar("morphnet/predicted_latency_ms", predicted["latency_ms"], step=epoch)
+        if self.summaries.active:
+            scalars = {**{f"morphnet/channels/{name}": n for name, n in record["kept"].items()},
+                       "morphnet/regularizer": record["regularizer"], "morphnet/flops": predicted["flops"],
+                       "morphnet/channels_left": record["channels_left"], "morphnet/macs_left": record["macs_left"]}
+            if "latency_ms" in predicted:
+                scalars["morphnet/predicted_latency_ms"] = predicted["latency_ms"]
+            values = {f"morphnet/channel_values/{names[g]}": v for g, v in regularizer.values().items()}
+            self.summaries.write(epoch, scalars, values)
         if self.verbose:
             latency = f", predicted {predicted['latency_ms']:.3f} ms" if "latency_ms" in predicted else ""
             print(f"MorphNet epoch {epoch + 1}: regularizer {record['regularizer']:.4g}, channels left "
                   f"{record['channels_left']:.3f}, FLOPs left {record['macs_left']:.3f}{latency}")
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401  (tf.summary writes nothing without it)
-    except ImportError:
-        return False
-    return True
-
-
-def _summaries_on() -> bool:
-    """A summary writer is the default here (ours or the caller's) and TensorBoard can write."""
-    return bool(tf.summary.should_record_summaries()) and _has_tensorboard()
+        self.summaries.end()
 
 
 # ------------------------------------------------------------------------------------- shrink and search

@@ -34,11 +34,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import files, training
+from tfcompress import progress as progress_bars
 from tfcompress.graph import ChannelGraph
 from tfcompress.pruning.channels import PruningPlan, latency_fraction, plan_for_model, plan_from_masks
 from tfcompress.pruning.fisher import fisher_scores, keep_counts, reset_fisher
 from tfcompress.pruning.importance import get_importance
 from tfcompress.pruning.shrink import fold_channel_masks, insert_channel_masks, set_channel_masks, shrink
+from tfcompress.summaries import Summaries
 
 IMPORTANCES = ("l2", "l1", "fisher")
 SELECTIONS = ("ratio", "thesis")
@@ -103,8 +105,12 @@ def netadapt(
             the same folder resumes.
         measure: ``measure(pruned_model) → µs`` on the device, called on the current model after every
             iteration (slow: export + benchmark) and recorded next to the prediction.
-        log_dir: a TensorBoard folder for per-iteration scalars.
-        progress: called with a line per candidate and per iteration (e.g. ``print``).
+        log_dir: a TensorBoard folder for per-iteration scalars (``netadapt/predicted_latency_ms``,
+            ``netadapt/holdout_error``, ``netadapt/measured_latency_ms``, ``netadapt/channels/<group>``); without
+            it they go to a ``tf.summary`` default writer when the caller set one.
+        progress: called with a line per candidate and per iteration (e.g. ``print``). Independently, progress
+            bars (µs saved towards the target; each iteration's candidates) are drawn where
+            :mod:`tfcompress.progress` draws bars.
 
     Raises:
         ValueError: bad arguments, or a target the table says cannot be reached.
@@ -116,12 +122,7 @@ def netadapt(
     if short_term_steps < 1 or init_red_fact <= 0 or not 0 < decay_rate <= 1 or min_channels < 1:
         raise ValueError(f"need short_term_steps ≥ 1, init_red_fact > 0, decay_rate in (0, 1], min_channels ≥ 1; "
                          f"got {short_term_steps}, {init_red_fact}, {decay_rate}, {min_channels}")
-    if log_dir is not None:
-        try:
-            import tensorboard  # noqa: F401  (tf.summary writes nothing without it)
-        except ImportError:
-            raise ValueError("log_dir needs TensorBoard: pip install tensorboard") from None
-    say = progress or (lambda line: None)
+    say = progress_bars.around_bars(progress)  # lines between the bars, not through them
     state_path = Path(state_dir) / "state.json" if state_dir is not None else None
     resumed = state_path is not None and state_path.is_file()
     if resumed:
@@ -151,7 +152,7 @@ def netadapt(
     fresh = [v.numpy() for v in masked.optimizer.variables]  # learning rate, iterations, zero momenta
     batches = _forever(train_data)
     scorer = None if importance == "fisher" else get_importance(importance)
-    writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
+    summaries = Summaries(log_dir)  # tf.summary records: the tensorboard package is needed only to view them
 
     def fine_tune() -> float:
         for variable, value in zip(masked.optimizer.variables, fresh, strict=True):  # a fresh optimizer per
@@ -174,59 +175,68 @@ def netadapt(
             f"holdout error after {short_term_steps} fine-tune steps {error:.4f}")
         _save_state(state_dir, masked, state)
     masks = fold_channel_masks(graph, {})
-    while cost(keep_counts(full, masks)) > target_us and state["iteration"] < max_iterations:
-        started = time.monotonic()
-        counts = keep_counts(full, masks)
-        now = cost(counts)
-        scores = fisher_scores(graph, short_term_steps) if scorer is None else scorer.scores(graph)
-        snapshot = masked.get_weights()
-        best: dict[str, Any] | None = None
-        candidates: list[dict[str, Any]] = []
-        gain = state["target_gain_us"]
-        proposals = _proposals(graph, full, masks, scores, cost, now, gain, min_channels)
-        while not proposals and gain > 1e-3 * now:  # no group can save that much any more: ask for less
-            gain /= 2
+    # the bar counts the µs the table says are saved: its ETA follows the latency, not the iterations
+    bar = progress_bars.bar(round(initial_us - target_us), "NetAdapt", unit="µs",
+                            initial=round(initial_us - cost(keep_counts(full, masks))))
+    with bar:
+        while cost(keep_counts(full, masks)) > target_us and state["iteration"] < max_iterations:
+            started = time.monotonic()
+            counts = keep_counts(full, masks)
+            now = cost(counts)
+            scores = fisher_scores(graph, short_term_steps) if scorer is None else scorer.scores(graph)
+            snapshot = masked.get_weights()
+            best: dict[str, Any] | None = None
+            candidates: list[dict[str, Any]] = []
+            gain = state["target_gain_us"]
             proposals = _proposals(graph, full, masks, scores, cost, now, gain, min_channels)
-        if not proposals:
-            raise ValueError(f"NetAdapt cannot go below {now / 1000:.3f} ms predicted (target "
-                             f"{target_us / 1000:.3f} ms): every group is at min_channels={min_channels}")
-        for number, (group, mask, saved) in enumerate(proposals, 1):
-            masked.set_weights(snapshot)
-            candidate_masks = {**masks, group: mask}
-            set_channel_masks(masked, candidate_masks, graph=graph)
-            error = fine_tune()
-            delta = error - state["error"]
-            row = {"group": graph.groups[group].name, "kept": int(mask.sum()), "size": full[group],
-                   "saved_us": saved, "error": error, "delta_error": delta}
-            candidates.append(row)
-            say(f"  iteration {state['iteration'] + 1} candidate {number}/{len(proposals)}: "
-                f"{row['group']} {keep_counts(full, masks)[group]}→{row['kept']} saves "
-                f"{saved:.0f} µs, holdout error {error:.4f} ({delta:+.4f})")
-            if best is None or _better(row, best, selection):
-                best = {**row, "_group": group, "_masks": candidate_masks, "_weights": masked.get_weights()}
-        masks = best.pop("_masks")
-        masked.set_weights(best.pop("_weights"))
-        set_channel_masks(masked, masks, graph=graph)
-        best.pop("_group")
-        predicted = float(cost(keep_counts(full, masks)))
-        record = {"iteration": state["iteration"] + 1, **best, "target_gain_us": gain, "predicted_us": predicted,
-                  "channels": {graph.groups[g].name: n for g, n in keep_counts(full, masks).items()},
-                  "candidates": candidates, "seconds": time.monotonic() - started}
-        state["history"].append(record)
-        state.update(iteration=record["iteration"], error=best["error"], target_gain_us=gain * decay_rate)
-        _save_state(state_dir, masked, state)
-        if measure is not None:  # after saving: a failed measurement loses no fine-tuning
-            record["measured_us"] = float(measure(shrink(masked, graph=graph)))
-            _save_state(state_dir, masked, state, model=False)
-        if writer is not None:
-            with writer.as_default(step=record["iteration"]):
-                tf.summary.scalar("netadapt/predicted_latency_ms", predicted / 1000)
-                tf.summary.scalar("netadapt/holdout_error", best["error"])
-                if "measured_us" in record:
-                    tf.summary.scalar("netadapt/measured_latency_ms", record["measured_us"] / 1000)
-        say(f"iteration {record['iteration']}: {record['group']} → {record['kept']} channels; predicted "
-            f"{predicted / 1000:.3f} ms (target {target_us / 1000:.3f}); holdout error {best['error']:.4f} "
-            f"({record['seconds']:.0f} s)")
+            while not proposals and gain > 1e-3 * now:  # no group can save that much any more: ask for less
+                gain /= 2
+                proposals = _proposals(graph, full, masks, scores, cost, now, gain, min_channels)
+            if not proposals:
+                raise ValueError(f"NetAdapt cannot go below {now / 1000:.3f} ms predicted (target "
+                                 f"{target_us / 1000:.3f} ms): every group is at min_channels={min_channels}")
+            candidates_bar = progress_bars.iterate(proposals, f"iteration {state['iteration'] + 1} candidates",
+                                                   unit="candidate")
+            for number, (group, mask, saved) in enumerate(candidates_bar, 1):
+                masked.set_weights(snapshot)
+                candidate_masks = {**masks, group: mask}
+                set_channel_masks(masked, candidate_masks, graph=graph)
+                error = fine_tune()
+                delta = error - state["error"]
+                row = {"group": graph.groups[group].name, "kept": int(mask.sum()), "size": full[group],
+                       "saved_us": saved, "error": error, "delta_error": delta}
+                candidates.append(row)
+                say(f"  iteration {state['iteration'] + 1} candidate {number}/{len(proposals)}: "
+                    f"{row['group']} {keep_counts(full, masks)[group]}→{row['kept']} saves "
+                    f"{saved:.0f} µs, holdout error {error:.4f} ({delta:+.4f})")
+                if best is None or _better(row, best, selection):
+                    best = {**row, "_group": group, "_masks": candidate_masks, "_weights": masked.get_weights()}
+            masks = best.pop("_masks")
+            masked.set_weights(best.pop("_weights"))
+            set_channel_masks(masked, masks, graph=graph)
+            best.pop("_group")
+            predicted = float(cost(keep_counts(full, masks)))
+            record = {"iteration": state["iteration"] + 1, **best, "target_gain_us": gain, "predicted_us": predicted,
+                      "channels": {graph.groups[g].name: n for g, n in keep_counts(full, masks).items()},
+                      "candidates": candidates, "seconds": time.monotonic() - started}
+            state["history"].append(record)
+            state.update(iteration=record["iteration"], error=best["error"], target_gain_us=gain * decay_rate)
+            _save_state(state_dir, masked, state)
+            if measure is not None:  # after saving: a failed measurement loses no fine-tuning
+                record["measured_us"] = float(measure(shrink(masked, graph=graph)))
+                _save_state(state_dir, masked, state, model=False)
+            if summaries.active:
+                summaries.write(record["iteration"], {
+                    "netadapt/predicted_latency_ms": predicted / 1000, "netadapt/holdout_error": best["error"],
+                    **({"netadapt/measured_latency_ms": record["measured_us"] / 1000} if "measured_us" in record
+                       else {}),
+                    **{f"netadapt/channels/{name}": n for name, n in record["channels"].items()}})
+            say(f"iteration {record['iteration']}: {record['group']} → {record['kept']} channels; predicted "
+                f"{predicted / 1000:.3f} ms (target {target_us / 1000:.3f}); holdout error {best['error']:.4f} "
+                f"({record['seconds']:.0f} s)")
+            bar.update(min(bar.total, round(initial_us - predicted)) - bar.n)
+            bar.note(f"iteration {record['iteration']}: {predicted / 1000:.3f} ms")
+    summaries.end()
     if cost(keep_counts(full, masks)) > target_us:
         raise ValueError(f"NetAdapt stopped at max_iterations={max_iterations} above the target "
                          f"({cost(keep_counts(full, masks)) / 1000:.3f} > {target_us / 1000:.3f} ms predicted)")

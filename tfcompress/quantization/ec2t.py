@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfcompress.quantization import ternary
@@ -210,6 +211,10 @@ class EC2T(ternary.AssignmentCallback):
             with :func:`~tfcompress.quantization.ternary.freeze_assignment` before compiling.
         lambda_sustain: ς of δ_l (0.05, as the reference code and the thesis).
         layers: the ternary layers to handle; None = all of the model's.
+        log_dir: write the per-epoch summaries here (by default: into a ``keras.callbacks.TensorBoard`` of the same
+            ``fit`` or a ``tf.summary`` default writer): those of
+            :class:`~tfcompress.quantization.ternary.AssignmentCallback` under ``ec2t/``, and in the quantization
+            phase each layer's Λ, ``ec2t/lambda/<layer>``.
 
     Example::
 
@@ -218,16 +223,18 @@ class EC2T(ternary.AssignmentCallback):
         model.fit(train, epochs=20, callbacks=[ec2t.EC2T(lambda_max_divr=0.15)])
     """
 
+    summary_prefix = "ec2t"
+
     def __init__(
         self, lambda_max_divr: float = 0.15, phase: str = "quantize", lambda_sustain: float = LAMBDA_SUSTAIN,
-        layers: Sequence[ternary.TernaryMixin] | None = None,
+        layers: Sequence[ternary.TernaryMixin] | None = None, log_dir: str | None = None,
     ) -> None:
         _check_divisor("lambda_max_divr", lambda_max_divr)
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         if lambda_sustain < 0:
             raise ValueError(f"lambda_sustain must be ≥ 0, got {lambda_sustain}")
-        super().__init__(layers)
+        super().__init__(layers, log_dir=log_dir)
         self.lambda_max_divr = float(lambda_max_divr)
         self.phase = phase
         self.lambda_sustain = float(lambda_sustain)
@@ -263,6 +270,24 @@ class EC2T(ternary.AssignmentCallback):
                 delta_l = lambda_decay(n_l, n_max, self.lambda_sustain)
                 A, _ = entropy_constrained_assignment(W, w_p, w_n, self.lambda_max_divr, delta_l)
                 layer.assignment.assign(A)
+
+    def lambdas(self) -> dict[str, float]:
+        """Each layer's Λ at the current weights and centroids (what the next step's assignment uses), by name."""
+        numels = [int(np.prod(layer.kernel.shape)) for layer in self.layers]
+        values = {}
+        for layer, n_l in zip(self.layers, numels, strict=True):
+            W = tf.convert_to_tensor(layer.kernel)
+            w_p, w_n = clamp_centroids(W, layer.w_p.value, layer.w_n.value)
+            delta_l = lambda_decay(n_l, max(numels), self.lambda_sustain)
+            _, Lambda = entropy_constrained_assignment(W, w_p, w_n, self.lambda_max_divr, delta_l)
+            values[layer.name] = float(Lambda)
+        return values
+
+    def summary_scalars(self) -> dict[str, float]:
+        scalars = super().summary_scalars()
+        if self.quantizing:  # the retrain phase assigns nothing: no Λ
+            scalars.update({f"ec2t/lambda/{name}": value for name, value in self.lambdas().items()})
+        return scalars
 
 
 class BestState(keras.callbacks.Callback):

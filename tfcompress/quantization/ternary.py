@@ -49,6 +49,7 @@ from keras import ops
 from tfcompress import specs, training
 from tfcompress.keras_graph import GraphWalk, iter_layers, replace_layers
 from tfcompress.quantization.ternary_counting import count_ternary
+from tfcompress.summaries import Summaries
 from tfcompress.training import student_of
 
 MODES = ("ternary", "prune")
@@ -469,15 +470,25 @@ class AssignmentCallback(keras.callbacks.Callback):
     Subclasses implement ``update(layers, numels)``, which runs inside ``tf.function`` (without autograph: no
     Python control flow on tensors) and assigns each layer's ``assignment`` (and centroids if needed);
     ``numels`` are the layers' kernel sizes.
+
+    Every epoch end adds ``ternary_sparsity`` to the epoch logs and, when a summary writer is active (``log_dir``,
+    a ``keras.callbacks.TensorBoard`` in the same ``fit`` or a ``tf.summary`` default writer, see
+    :mod:`tfcompress.summaries`), writes per layer ``<prefix>/sparsity/<layer>``, ``<prefix>/entropy_bits/<layer>``
+    (code entropy H, bits per weight), the centroids ``<prefix>/w_p/<layer>`` and ``<prefix>/w_n/<layer>``, the
+    overall ``<prefix>/sparsity`` and ``<prefix>/entropy_bits``, and a histogram of each shadow kernel
+    ``<prefix>/shadow_kernel/<layer>`` (prefix: :attr:`summary_prefix`, e.g. ``ec2t``).
     """
 
     # Whether update() changes assignments (counted in each layer's quantization_steps).
     quantizing = True
+    #: the first part of the summary tags
+    summary_prefix = "ternary"
 
-    def __init__(self, layers: Iterable[TernaryMixin] | None = None) -> None:
+    def __init__(self, layers: Iterable[TernaryMixin] | None = None, log_dir: str | None = None) -> None:
         super().__init__()
         self._layers = list(layers) if layers is not None else None
         self._update_fn: Callable[[], None] | None = None
+        self.summaries = Summaries(log_dir)
 
     @property
     def layers(self) -> list[TernaryMixin]:
@@ -504,6 +515,7 @@ class AssignmentCallback(keras.callbacks.Callback):
         # traced without autograph (straight-line TensorFlow over a Python list of layers: converting it would
         # cost more than tracing it).
         self._update_fn = update if self.model.run_eagerly else tf.function(update, autograph=False)
+        self.summaries.begin(self)
 
     def check(self, layers: list[TernaryMixin]) -> None:
         """Validates the layers before training (override to add checks)."""
@@ -517,6 +529,32 @@ class AssignmentCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["ternary_sparsity"] = sparsity(student_of(self.model))
+        if self.summaries.active:  # computed only when written: it reads every kernel back from the device
+            self.summaries.write(epoch, self.summary_scalars(), self.summary_histograms())
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.summaries.end()
+
+    def summary_scalars(self) -> dict[str, float]:
+        """Per layer and overall: sparsity and code entropy of the assignment, and the centroids."""
+        prefix, scalars = self.summary_prefix, {}
+        zeros = bits = numel = 0.0
+        for layer in self.layers:
+            codes = np.asarray(layer.assignment.numpy()).ravel()
+            P = np.array([np.mean(codes < 0), np.mean(codes == 0), np.mean(codes > 0)])
+            H = float(-(P[P > 0] * np.log2(P[P > 0])).sum())  # bits per weight of an ideal entropy coder
+            scalars.update({f"{prefix}/sparsity/{layer.name}": float(P[1]), f"{prefix}/entropy_bits/{layer.name}": H,
+                            f"{prefix}/w_p/{layer.name}": float(layer.w_p.numpy()),
+                            f"{prefix}/w_n/{layer.name}": float(layer.w_n.numpy())})
+            zeros, bits, numel = zeros + P[1] * codes.size, bits + H * codes.size, numel + codes.size
+        scalars[f"{prefix}/sparsity"] = zeros / max(numel, 1)
+        scalars[f"{prefix}/entropy_bits"] = bits / max(numel, 1)
+        return scalars
+
+    def summary_histograms(self) -> dict[str, np.ndarray]:
+        """The full-precision shadow kernel of every layer."""
+        return {f"{self.summary_prefix}/shadow_kernel/{layer.name}": np.asarray(layer.kernel.numpy())
+                for layer in self.layers}
 
 
 def fit(

@@ -141,11 +141,22 @@ def layers_without_batch_norm(model: keras.Model) -> list[str]:
 
 
 class TTQ(ternary.AssignmentCallback):
-    """Keras callback re-assigning every ternary layer with the TTQ threshold after each training step."""
+    """Keras callback re-assigning every ternary layer with the TTQ threshold after each training step.
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, layers: Sequence[ternary.TernaryMixin] | None = None):
+    Args:
+        threshold: t, as a fraction of max|W|.
+        layers: the ternary layers to handle; None = all of the model's.
+        log_dir: write the per-epoch summaries of :class:`~tfcompress.quantization.ternary.AssignmentCallback`
+            (under ``ttq/``) here; by default into a ``keras.callbacks.TensorBoard`` of the same ``fit`` or a
+            ``tf.summary`` default writer.
+    """
+
+    summary_prefix = "ttq"
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, layers: Sequence[ternary.TernaryMixin] | None = None,
+                 log_dir: str | None = None):
         _check_threshold(threshold)
-        super().__init__(layers)
+        super().__init__(layers, log_dir=log_dir)
         self.threshold = float(threshold)
 
     def update(self, layers: list[ternary.TernaryMixin], numels: list[int]) -> None:

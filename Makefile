@@ -43,8 +43,8 @@ sshd:
 demo: data
 	$(BIN)/python scripts/demo.py
 
-# tfcompress vs tensorflow-model-optimization (benchmarks/baselines.py). The [baselines] extra is installed without
-# its dependencies: tfmot 0.8 pins absl-py~=1.2 (tfcompress needs >= 2; tfmot works with it) and tf-keras requires
+# tfcompress vs tensorflow-model-optimization (benchmarks/baselines.py). tfmot and tf-keras are installed without
+# their dependencies: tfmot 0.8 pins absl-py~=1.2 (tfcompress needs >= 2; tfmot works with it) and tf-keras requires
 # the `tensorflow` wheel, which would be written over tensorflow-cpu's files; then tfmot's other dependencies.
 baselines: data
 	$(BIN)/pip install --quiet --no-deps 'tensorflow-model-optimization>=0.8' 'tf-keras==2.21.*'

@@ -86,22 +86,13 @@ def time_builtin(model_path: Path, *, threads: int, runs: int, warmup: int) -> A
     """``latency.run_interpreter`` with XNNPACK switched off: LiteRT's built-in (ruy / optimized) kernels."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from tfcompress.latency import LatencyResult
-    from tfcompress.latency.interpreter import litert_version, random_input
+    from tfcompress.latency import LatencyResult, remote_runner
+    from tfcompress.latency.interpreter import litert_version
 
     interpreter = Interpreter(model_path=str(model_path), num_threads=threads,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times_ms = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        times_ms.append((time.perf_counter_ns() - start) / 1e6)
+    times_ms = remote_runner.time_invocations(interpreter, runs, warmup, seed=0)
     return LatencyResult.from_times(times_ms, runtime="litert-interpreter-builtin", model_path=model_path,
                                     threads=threads, warmup=warmup, runtime_version=litert_version())
 

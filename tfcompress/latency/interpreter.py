@@ -9,7 +9,6 @@ random data; kernel time does not depend on values for the float and int8 CNNs m
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +35,11 @@ def run_interpreter(
     except (ValueError, RuntimeError) as error:
         raise BenchmarkError(f"LiteRT cannot load {model_path}: {error}") from error
 
-    rng = np.random.default_rng(seed)
     inputs = interpreter.get_input_details()
-    for detail in inputs:
-        interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
-
     try:
-        for _ in range(warmup):
-            interpreter.invoke()
-        times_ms = []
-        for _ in range(runs):
-            start = time.perf_counter_ns()
-            interpreter.invoke()
-            times_ms.append((time.perf_counter_ns() - start) / 1e6)
+        times_ms = remote_runner.time_invocations(interpreter, runs, warmup, seed)
+    except ValueError as error:  # an input dtype no CNN has
+        raise BenchmarkError(str(error)) from None
     except RuntimeError as error:
         raise BenchmarkError(f"LiteRT failed to run {model_path}: {error}") from error
 

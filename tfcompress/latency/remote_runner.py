@@ -70,17 +70,8 @@ def measure(interpreter_module, model_path: str, threads: int, runs: int, warmup
     import numpy as np
 
     interpreter, kernels = open_interpreter(interpreter_module, model_path, threads)
-    rng = np.random.default_rng(seed)
     inputs = interpreter.get_input_details()
-    for detail in inputs:
-        interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times_ms = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        times_ms.append((time.perf_counter_ns() - start) / 1e6)
+    times_ms = time_invocations(interpreter, runs, warmup, seed)
     return {
         "model": model_path,
         "times_ms": times_ms,
@@ -89,6 +80,24 @@ def measure(interpreter_module, model_path: str, threads: int, runs: int, warmup
         "kernels": kernels,
         "seed": seed,
     }
+
+
+def time_invocations(interpreter, runs: int, warmup: int, seed: int) -> list:
+    """Fills the inputs of an allocated interpreter with seeded random data, invokes it ``warmup`` times untimed,
+    then returns the milliseconds of each of ``runs`` timed invocations (the one timing loop of every runner)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], random_input(detail["shape"], detail["dtype"], rng))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times_ms = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        times_ms.append((time.perf_counter_ns() - start) / 1e6)
+    return times_ms
 
 
 def litert_version():

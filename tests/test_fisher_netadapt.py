@@ -135,6 +135,18 @@ def test_callback_masks_the_least_salient_channel_and_stops_at_the_target():
     assert sum(pruner.counts().values()) == 11
 
 
+def test_latency_aware_choice_lets_a_group_smaller_than_channels_per_prune_lose_what_it_can_spare():
+    """A 3-channel group cannot lose 4 channels at once; with a staircase cost its 2 spare channels are still a
+    candidate (else latency-aware Fisher gives up with "no removal saves time" while they would)."""
+    pruner = FisherPruning(target_channels=0.5, channels_per_prune=4, table=object(), latency_aware=True)
+    pruner._full, pruner.masks = {0: 3, 1: 16}, {}
+    pruner.cost_fn = lambda counts: 10.0 * counts[0] + 8.0 * -(-counts[1] // 8)  # group 1 in steps of 8 channels
+    scores = {0: np.array([0.3, 0.1, 0.2]), 1: np.linspace(1.0, 2.0, 16)}
+    assert pruner._choose(scores) == {0: [1, 2]}  # 0.3 per µs saved, against 11.3 / 8 for group 1's 8 channels
+    pruner.masks = {0: np.array([True, False, False])}  # group 0 at min_channels: group 1 loses a whole step
+    assert pruner._choose(scores) == {1: list(range(8))}
+
+
 def test_bad_targets_are_refused_before_training():
     with pytest.raises(ValueError, match="exactly one target"):
         FisherPruning(target_channels=0.5, target_macs=0.5)

@@ -275,8 +275,12 @@ class FisherPruning(keras.callbacks.Callback):
         best: tuple[float, int, list[int]] | None = None
         for g, channels in kept.items():
             ranked = channels[np.argsort(scores[g][channels], kind="stable")]
-            # the fewest least-salient channels whose removal saves time (tables are staircases)
-            for removed in range(self.channels_per_prune, channels.size - self.min_channels + 1):
+            # the fewest least-salient channels whose removal saves time (tables are staircases): at least
+            # channels_per_prune, or all a small group can spare (else it could never be pruned at all)
+            spare = channels.size - self.min_channels
+            for removed in range(min(self.channels_per_prune, spare), spare + 1):
+                if removed < 1:
+                    continue
                 saved = now - self.cost_fn({**counts, g: channels.size - removed})
                 if saved > 0:
                     score = float(scores[g][ranked[:removed]].sum()) / saved

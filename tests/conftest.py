@@ -19,6 +19,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Two xdist workers on two cores: one TensorFlow compute thread each (scripts they run inherit it), not one per core
+# each, whose oversubscribed Eigen pools spin against the other worker. Set before anything imports TensorFlow.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("TFC_TEST_THREADS", "1") != "auto":
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", os.environ.get("TFC_TEST_THREADS", "1"))
+
 
 def run_script(name: str, *args: str, check: bool = True, timeout: float = 600,
                fresh: bool = False) -> subprocess.CompletedProcess:

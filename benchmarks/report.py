@@ -27,7 +27,7 @@ flags.DEFINE_string("output", str(REPO / "benchmarks" / "README.md"), "The page 
 
 # Sections in this order (the library's main job first); results not listed follow by name.
 ORDER = ("compress", "netadapt", "latency_table", "decomposition", "decomposition_distill", "ec2t",
-         "channel_pruning", "snip", "ptq", "applications_sweep", "train_throughput")
+         "channel_pruning", "snip", "ptq", "int8_profile", "applications_sweep", "train_throughput")
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 _COMMAND_IN_MD = re.compile(r"Command: `([^`]+)`")
 
@@ -303,11 +303,18 @@ def _train_throughput(report: dict) -> str:
             f"channel(s)) over {len(report['rows'])} settings")
 
 
+def _int8_profile(report: dict) -> str:
+    rows = [row for row in report["whole_models"]
+            if row["precision"] == "int8" and row["kernels"] == "xnnpack" and row["threads"] == 1]
+    return "; ".join(f"{row['model']} int8 at {row['ratio_to_float32'][0]:.2f}× float32's time (XNNPACK, 1 thread)"
+                     for row in rows)
+
+
 HEADLINES: dict[str, Callable[[dict], str]] = {
     "compress": _compress, "netadapt": _netadapt, "latency_table": _latency_table,
     "decomposition": _decomposition, "decomposition_distill": _pipeline, "ec2t": _ec2t,
     "channel_pruning": _channel_pruning, "snip": _snip, "ptq": _ptq, "applications_sweep": _applications_sweep,
-    "train_throughput": _train_throughput,
+    "train_throughput": _train_throughput, "int8_profile": _int8_profile,
 }
 
 

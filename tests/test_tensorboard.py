@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.test_fisher_netadapt import plain_net
 from tfcompress import summaries, training
 from tfcompress.pruning import insert_channel_masks, magnitude, weight_masks
 from tfcompress.pruning.fisher import FisherPruning
@@ -122,19 +123,9 @@ def test_ttq_logs_into_its_own_log_dir_without_tensorboard_installed(tmp_path):
     assert not any(tag.startswith("ec2t/") or "lambda" in tag for tag in events)
 
 
-def residual_net() -> keras.Model:
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
-    y = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
-    x = keras.layers.Add(name="add")([x, y])
-    x = keras.layers.Conv2D(6, 1, activation="relu", name="c3")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
-
-
 def test_fisher_pruning_logs_channels_per_group_into_a_default_writer(tmp_path):
     keras.utils.set_random_seed(0)
-    masked = insert_channel_masks(residual_net(), track_fisher=True)
+    masked = insert_channel_masks(plain_net(), track_fisher=True)
     training.compile_classifier(masked, keras.optimizers.SGD(0.01))
     pruner = FisherPruning(prune_every=2, channels_per_prune=2, target_channels=0.5, stop_at_target=False)
     x, y = images((8, 8, 3), count=32, classes=4)

@@ -61,6 +61,7 @@ flags.DEFINE_integer("finetune_epochs", 1, "Fine-tune epochs of every compressed
 flags.DEFINE_integer("train_limit", 0, "Training images per epoch (0: all 54,000).", lower_bound=0)
 flags.DEFINE_integer("test_limit", 0, "Test images for every accuracy (0: all 10,000).", lower_bound=0)
 flags.DEFINE_float("lr", 0.01, "Fine-tune learning rate (cosine decay), both sides.", lower_bound=0.0)
+flags.register_validator("lr", lambda lr: lr > 0, "--lr must be > 0")
 flags.DEFINE_list("sparsities", ["0.5", "0.8", "0.9"], "tfmot prune_low_magnitude final sparsities.")
 flags.DEFINE_float("pruning_end_fraction", 0.75, "tfmot reaches the final sparsity at this fraction of the "
                    "fine-tune; the rest trains with the final mask.", lower_bound=0.05, upper_bound=1.0)

@@ -42,7 +42,7 @@ flags.DEFINE_integer("max_iterations", 1000, "Stop with an error after this many
 flags.DEFINE_bool("measure_iterations", False, "Also measure every iteration's model on the device (export + "
                   "benchmark each time: slow).")
 flags.DEFINE_string("tensorboard_dir", None, "Write per-iteration scalars (predicted and measured latency, "
-                    "holdout error) here for TensorBoard (needs the tensorboard package).")
+                    "holdout error) here for TensorBoard (viewing needs the tensorboard package).")
 flags.DEFINE_bool("resume", False, "Continue from OUTPUT.state/ (written after every iteration).")
 define_dataset_flags()
 flags.register_multi_flags_validator(

@@ -168,22 +168,15 @@ class GradualMagnitudePruning(keras.callbacks.Callback):
             layer.set_masks(new_masks[layer.name])
         self.history.append((step, sparsity))
 
-    def pruned_counts(self) -> dict[str, tuple[int, int]]:
-        """(pruned, maskable) weight counts of each masked layer, by layer name."""
-        counts = {}
-        for layer in self._wrappers():
-            masks = list(layer.get_masks().values())
-            size = sum(m.size for m in masks)
-            counts[layer.name] = (size - sum(int(m.sum()) for m in masks), size)
-        return counts
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not self.summaries.active:
+        if not self.summaries.active:  # computed only when written
             return
-        counts = self.pruned_counts()
-        pruned, size = sum(p for p, _ in counts.values()), sum(n for _, n in counts.values())
-        scalars = {"magnitude_pruning/sparsity": pruned / max(1, size),
-                   **{f"magnitude_pruning/sparsity/{name}": p / max(1, n) for name, (p, n) in counts.items()}}
+        masks = {layer.name: layer.get_masks() for layer in self._wrappers()}
+        if not masks:
+            return
+        sparsity = weight_masks.mask_sparsity(masks)  # per layer, and "total" over all masked weights
+        scalars = {"magnitude_pruning/sparsity": sparsity.pop("total"),
+                   **{f"magnitude_pruning/sparsity/{name}": value for name, value in sparsity.items()}}
         if self.history:
             scalars["magnitude_pruning/scheduled_sparsity"] = self.history[-1][1]
         self.summaries.write(epoch, scalars)

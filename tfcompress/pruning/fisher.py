@@ -278,9 +278,7 @@ class FisherPruning(keras.callbacks.Callback):
             # the fewest least-salient channels whose removal saves time (tables are staircases): at least
             # channels_per_prune, or all a small group can spare (else it could never be pruned at all)
             spare = channels.size - self.min_channels
-            for removed in range(min(self.channels_per_prune, spare), spare + 1):
-                if removed < 1:
-                    continue
+            for removed in range(max(1, min(self.channels_per_prune, spare)), spare + 1):
                 saved = now - self.cost_fn({**counts, g: channels.size - removed})
                 if saved > 0:
                     score = float(scores[g][ranked[:removed]].sum()) / saved

@@ -91,6 +91,7 @@ flags.DEFINE_integer("train_limit", 0, "Training images per epoch (0: all 54,000
 flags.DEFINE_integer("test_limit", 0, "Test images for every accuracy (0: all 10,000).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Batch size (training, pruning).", lower_bound=1)
 flags.DEFINE_float("lr", 0.1, "Initial learning rate of the from-scratch training (cosine to 0).", lower_bound=0.0)
+flags.register_validator("lr", lambda lr: lr > 0, "--lr must be > 0")
 flags.DEFINE_float("holdout_fraction", 0.1, "Training split held out for NetAdapt's comparisons (never trained on).")
 flags.DEFINE_integer("holdout_limit", 1000, "NetAdapt compares candidates on this many holdout images.",
                      lower_bound=1)

@@ -184,6 +184,17 @@ def test_an_unreachable_budget_says_so_and_keeps_the_best_pair(lenet_budget, con
         (tmp_path / "run" / "budget.json").read_text())["met"]
 
 
+@pytest.mark.parametrize("aim, measured_ms, expected", [
+    (0.75, 1.2, 0.625),   # too slow (target 1 ms): prune more, by the ratio measured
+    (0.60, 0.9, 2 / 3),   # inaccurate with a little time to spare: prune a little less
+    (0.75, 0.487, 0.875),  # far faster than asked (a small model's table is off): halfway to 1, never ≥ 1
+])
+def test_the_next_rounds_aim_follows_the_measurement_and_stays_a_fraction(aim, measured_ms, expected):
+    from tfcompress.pipeline.budget import _next_aim
+
+    assert _next_aim(aim, 1.0, measured_ms) == pytest.approx(expected)
+
+
 def test_a_model_already_within_the_budget_is_only_exported(context, tmp_path):
     result = pipeline.compress(context.original, context, folder=tmp_path / "run", latency_ms=100.0,
                                measurement=Measurement(runs=5, eval_limit=200))

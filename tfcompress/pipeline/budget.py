@@ -153,7 +153,9 @@ def compress(
     floor = _floor_fraction(model, table, precision)
 
     # 4. rounds: prune the original to the table's view of the target, distil, measure; aim lower if missed
-    aim = target_ms / start_ms  # the fraction of the (predicted) unpruned latency the table is asked for
+    # the fraction of the (predicted) unpruned latency the table is asked for; 1 (no pruning, only the fine-tune)
+    # when the model is fast enough already but loses too much in a precision the caller forced
+    aim = min(target_ms / start_ms, 1.0)
     best: tuple[dict[str, Any], Any, Recipe] | None = None
     for number in range(1, max_rounds + 1):
         aim = max(aim, floor)  # no further than every group at one channel: as far as pruning goes
@@ -185,7 +187,7 @@ def compress(
         fast, accurate = row["latency_ms"] <= target_ms, row["round_drop_points"] <= max_accuracy_drop
         if fast == accurate or (fast and row["latency_ms"] > 0.97 * target_ms) or (not fast and aim <= floor):
             break  # met; or too slow and too inaccurate (more pruning cannot mend both); or no slack to give back
-        aim *= target_ms / row["latency_ms"]  # too slow: prune more; too inaccurate with time to spare: prune less
+        aim = _next_aim(aim, target_ms, row["latency_ms"])
 
     row, run, recipe = best
     fast = row["latency_ms"] <= target_ms
@@ -216,6 +218,12 @@ def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measu
                                                               runs=measurement.runs)
     files.write_json(saved_path, {"key": key, "ms": ms})
     return ms
+
+def _next_aim(aim: float, target_ms: float, measured_ms: float) -> float:
+    """The next round's fraction of the predicted latency: scaled by how far the measurement fell from the target
+    (too slow: prune more; too inaccurate with time to spare: prune less), but below 1 — the table can be far off
+    on a small model, and a step to ≥ 1 would ask for the original, which is too slow — at most halfway there."""
+    return min(aim * target_ms / measured_ms, (1 + aim) / 2)
 
 
 def _floor_fraction(model: keras.Model, table: latency.Table, precision: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def test_prune_distill_ternarize_int8_chain_measures_every_stage_and_resumes(con
     changed = pipeline.run_recipe(context.original, recipe, context, tmp_path / "run", measurement)
     assert sum("done before" in line for line in lines) == 3
     assert changed.rows[-1]["precision"] == "float16" and changed.rows[:4] == rows[:4]
+    # other training data (here half the images) is another run: nothing is read back, not even the original's row
+    lines.clear()
+    fewer = dataclasses.replace(context, train=data.load("fashion_mnist", "train", limit=1024, batch_size=128))
+    pipeline.run_recipe(context.original, recipe[:1], fewer, tmp_path / "run", measurement)
+    assert lines and not any("done before" in line for line in lines)
 
 
 @pytest.mark.slow

@@ -116,7 +116,7 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
     folder.mkdir(parents=True, exist_ok=True)
     files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
     training.check_finite(model, f"model {model.name!r}")
-    source = {"model": model.name, "weights_sha256": _weights_digest(model)}
+    source = {"model": model.name, "weights_sha256": _weights_digest(model), "data": _data_fingerprint(context)}
     key = {"source": source, "stage": None, "before": [], "precision": "float32"}
     rows = [_finished_row(folder / "00_original", key)
             or _stage_row(folder / "00_original", None, model, "float32", context, measurement, 0.0, key)]
@@ -168,6 +168,14 @@ def _weights_digest(model: keras.Model) -> str:
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _data_fingerprint(context: Context) -> dict[str, Any]:
+    """What a resume must match besides the model and the recipe: each split's batches per epoch and element
+    shapes (another ``train_limit``, batch size or image size trains and measures something else)."""
+    splits = {"train": context.train, "test": context.test, "holdout": context.holdout}
+    return {name: None if data is None else [int(data.cardinality()), str(data.element_spec)]
+            for name, data in splits.items()}
 
 
 def _finished_row(step_folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:

@@ -127,7 +127,7 @@ def main(argv: list[str]) -> None:
         "host": latency.describe_host(), "tensorflow": tf.__version__, "total_seconds": round(time.time() - started),
         "settings": {"model": MODEL, "sparsity": FLAGS.sparsity, "seeds": FLAGS.seeds,
                      "train_limit": FLAGS.train_limit, "weight_decay": WEIGHT_DECAY, "recipes": RECIPES},
-        "rows": rows, "runs": runs,
+        "rows": rows, "findings": findings_of(rows), "runs": runs,
     }
     output = Path(FLAGS.output_dir)
     files.write_json(output / "snip_recipe.json", payload)
@@ -199,7 +199,7 @@ def _markdown(payload: dict) -> str:
     keys = ("dense_final", "snip_final", "gap_final", "dense_best", "snip_best", "gap_best")
     table = [{"recipe": row["recipe"], "epochs": row["epochs"], **{key: cell(row, key) for key in keys}}
              for row in payload["rows"]]
-    findings = findings_of(payload["rows"])
+    findings = payload["findings"]
     recipes = "; ".join(f"**{name}**: " + ", ".join(f"{k} {v}" for k, v in recipe.items())
                         for name, recipe in settings["recipes"].items())
     return "\n".join([

@@ -219,6 +219,7 @@ def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measu
     files.write_json(saved_path, {"key": key, "ms": ms})
     return ms
 
+
 def _next_aim(aim: float, target_ms: float, measured_ms: float) -> float:
     """The next round's fraction of the predicted latency: scaled by how far the measurement fell from the target
     (too slow: prune more; too inaccurate with time to spare: prune less), but below 1 — the table can be far off

@@ -116,8 +116,9 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
     folder.mkdir(parents=True, exist_ok=True)
     files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
     training.check_finite(model, f"model {model.name!r}")
-    source = {"model": model.name, "weights_sha256": _weights_digest(model), "data": _data_fingerprint(context)}
-    key = {"source": source, "stage": None, "before": [], "precision": "float32"}
+    source = {"model": model.name, "weights_sha256": _weights_digest(model)}  # what the run started from
+    data = _data_fingerprint(context)
+    key = {"source": source, "data": data, "stage": None, "before": [], "precision": "float32"}
     rows = [_finished_row(folder / "00_original", key)
             or _stage_row(folder / "00_original", None, model, "float32", context, measurement, 0.0, key)]
     history: list[dict[str, Any]] = []
@@ -125,7 +126,8 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
     for index, stage in enumerate(recipe.stages):
         step_folder = folder / f"{index + 1:02d}_{stage.stage}"
         precision = recipe.precision_after(index)
-        key = {"source": source, "stage": stage.to_dict(), "before": list(history), "precision": precision}
+        key = {"source": source, "data": data, "stage": stage.to_dict(), "before": list(history),
+               "precision": precision}
         done = _finished_row(step_folder, key) if resuming else None
         if done is not None:
             context.say(f"step {index + 1} {stage.label}: done before, loaded from {step_folder}")

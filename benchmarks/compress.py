@@ -53,15 +53,7 @@ def main(argv: list[str]) -> None:
     started = time.monotonic()
     work = Path(FLAGS.work_dir)
     model = tfc.export.load_keras_model(FLAGS.model)
-    opts = {"image_size": 32, "batch_size": 128}
-    context = Context(
-        original=model,
-        train=tfc.data.load("fashion_mnist", "train", holdout_fraction=0.1, augment=True, shuffle=True, seed=0,
-                            limit=FLAGS.train_limit or None, **opts),
-        holdout=tfc.data.load("fashion_mnist", "holdout", holdout_fraction=0.1, **opts),
-        test=tfc.data.load("fashion_mnist", "test", **opts),
-        progress=print,
-    )
+    context = Context.of_dataset(model, "fashion_mnist", image_size=32, train_limit=FLAGS.train_limit or None)
     measurement = Measurement(device=FLAGS.device, runs=30, eval_limit=FLAGS.eval_limit or None)
     if not (work / "table_float32.npz").exists():  # the single techniques' float32 table (budget mode may reuse it)
         tfc.latency.build_table(model, FLAGS.device, output=work / "table_float32.npz", precisions=("float32",))

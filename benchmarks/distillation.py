@@ -12,14 +12,15 @@ in the same order (54,000 augmented images per epoch, 10 % held out; SGD Nestero
   its report's best on CIFAR-10, 0.2:2.
 
 The student and each arm are pipeline runs (``tfc.pipeline.run_recipe``) in ``--work_dir``: a killed run
-resumes. Reported: Keras and LiteRT accuracy on the 10,000 test images, points against the original and against
-plain. One seed: the binomial standard error of one accuracy on 10,000 images (≈ 0.25 points here) is in the
-findings.
+resumes. Each arm trains once per ``--seeds`` data order, the arms of one seed on the same batches. Reported:
+Keras and LiteRT accuracy on the 10,000 test images (mean ± standard deviation over the seeds), points against
+the original, and against plain paired by seed (mean ± standard deviation, seeds won).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ flags.DEFINE_float("target_macs", 0.5, "The student keeps this fraction of the M
 flags.DEFINE_integer("epochs", 1, "Training epochs of every arm (equal steps).", lower_bound=1)
 flags.DEFINE_float("lr", 0.01, "Initial learning rate (cosine to 0).", lower_bound=0.0)
 flags.DEFINE_list("settings", ["0.1:5", "0.2:2"], "Distillation arms as alpha:temperature (α on the hard loss).")
+flags.DEFINE_integer("seeds", 3, "Data orders (and augmentations) each arm trains on; the arms share each.",
+                     lower_bound=1)
 flags.DEFINE_integer("train_limit", 0, "Training images per epoch (0: all 54,000).", lower_bound=0)
 flags.DEFINE_string("device", "litert", "Device of the rows' latency (see tfcompress.latency.DEVICE_HELP).")
 flags.DEFINE_string("work_dir", "/tmp/tfcompress-benchmark-distillation", "Runs (resumable) go here.")
@@ -70,33 +73,41 @@ def main(argv: list[str]) -> None:
     work = files.check_output_folder(FLAGS.work_dir)
     files.check_output_folder(FLAGS.output_dir)
     model = tfc.export.load_keras_model(FLAGS.model)
-    context = Context.of_dataset(model, "fashion_mnist", image_size=32, train_limit=FLAGS.train_limit or None)
+
+    def context(seed: int) -> Context:  # the seed orders and augments the batches
+        return Context.of_dataset(model, "fashion_mnist", image_size=32, train_limit=FLAGS.train_limit or None,
+                                  seed=seed)
+
     measurement = Measurement(device=FLAGS.device, runs=30, eval_limit=None)
     prune = {"stage": "prune", "method": FLAGS.method, "target_macs": FLAGS.target_macs}
     train = {"epochs": FLAGS.epochs, "lr": FLAGS.lr}
-    arms = [("plain", None, None, {"stage": "finetune", **train})]
-    arms += [(f"distilled α {alpha:g}, T {temperature:g}", alpha, temperature,
+    arms = [("plain", None, None, "plain", {"stage": "finetune", **train})]
+    arms += [(f"distilled α {alpha:g}, T {temperature:g}", alpha, temperature, f"distill_{alpha:g}_{temperature:g}",
               {"stage": "distill", **train, "alpha": alpha, "temperature": temperature})
              for alpha, temperature in _parse_settings(FLAGS.settings)]
-    student = tfc.pipeline.run_recipe(model, [prune], context, work / "student", measurement)
+    student = tfc.pipeline.run_recipe(model, [prune], context(0), work / "student", measurement)
     original = student.rows[0]
-    rows = []
-    for label, alpha, temperature, stage in arms:  # the teacher is the context's original, not the student
-        folder = work / ("plain" if alpha is None else f"distill_{alpha:g}_{temperature:g}")
-        end = tfc.pipeline.run_recipe(student.model, [stage], context, folder, measurement).rows[-1]
-        rows.append({"label": label, "alpha": alpha, "temperature": temperature,
-                     **{key: end[key] for key in ("keras_accuracy", "litert_accuracy", "params", "macs",
-                                                  "latency_ms", "seconds")}})
-        print(f"[{time.monotonic() - started:6.0f} s] {label}: {100 * end['litert_accuracy']:.2f} %", flush=True)
-    rows = summarize(rows, original["litert_accuracy"])
+    runs = []
+    for seed in range(FLAGS.seeds):
+        seeded = context(seed)
+        for label, alpha, temperature, name, stage in arms:  # the teacher is the context's original model
+            folder = work / (name if seed == 0 else f"{name}_seed{seed}")
+            end = tfc.pipeline.run_recipe(student.model, [stage], seeded, folder, measurement, seed=seed).rows[-1]
+            runs.append({"label": label, "alpha": alpha, "temperature": temperature, "seed": seed,
+                         **{key: end[key] for key in ("keras_accuracy", "litert_accuracy", "params", "macs",
+                                                      "latency_ms", "seconds")}})
+            print(f"[{time.monotonic() - started:6.0f} s] {label}, seed {seed}: "
+                  f"{100 * end['litert_accuracy']:.2f} %", flush=True)
+    rows = summarize(runs, original["litert_accuracy"])
     report = {
         "benchmark": "distillation",
         "command": " ".join(["python benchmarks/distillation.py", *(arg for arg in sys.argv[1:]
                                                                      if not arg.startswith("--output_dir"))]),
         "host": latency.describe_host(), "minutes": round((time.monotonic() - started) / 60, 1),
         "settings": {"model": Path(FLAGS.model).name, "method": FLAGS.method, "target_macs": FLAGS.target_macs,
-                     "epochs": FLAGS.epochs, "lr": FLAGS.lr, "train_images": FLAGS.train_limit or 54000},
-        "original_litert_accuracy": original["litert_accuracy"], "rows": rows,
+                     "epochs": FLAGS.epochs, "lr": FLAGS.lr, "train_images": FLAGS.train_limit or 54000,
+                     "seeds": FLAGS.seeds},
+        "original_litert_accuracy": original["litert_accuracy"], "rows": rows, "runs": runs,
         "findings": findings_of(rows, test_images=10000),
     }
     out = Path(FLAGS.output_dir)
@@ -106,30 +117,53 @@ def main(argv: list[str]) -> None:
     print(text)
 
 
-def summarize(rows: list[dict], original_accuracy: float) -> list[dict]:
-    """Adds each arm's points against the original (negative: lost) and against the plain arm (LiteRT)."""
-    plain = next(row for row in rows if row["alpha"] is None)
-    return [{**row, "vs_original_points": round(100 * (row["litert_accuracy"] - original_accuracy), 2),
-             "vs_plain_points": round(100 * (row["litert_accuracy"] - plain["litert_accuracy"]), 2)} for row in rows]
+def summarize(runs: list[dict], original_accuracy: float) -> list[dict]:
+    """One row per arm over its seeds (LiteRT accuracy): mean and standard deviation, points against the original
+    (negative: lost), and against plain *paired by seed* (the same batches): mean, standard deviation and the seeds
+    the arm won."""
+    plain = {run["seed"]: run["litert_accuracy"] for run in runs if run["alpha"] is None}
+    rows = []
+    for label in dict.fromkeys(run["label"] for run in runs):
+        mine = [run for run in runs if run["label"] == label]
+        accuracies = [run["litert_accuracy"] for run in mine]
+        paired = [100 * (run["litert_accuracy"] - plain[run["seed"]]) for run in mine if run["seed"] in plain]
+        rows.append({
+            "label": label, "alpha": mine[0]["alpha"], "temperature": mine[0]["temperature"], "seeds": len(mine),
+            "litert_accuracy": round(statistics.fmean(accuracies), 5),
+            "litert_accuracy_std": round(statistics.stdev(accuracies), 5) if len(mine) > 1 else None,
+            "keras_accuracy": round(statistics.fmean(run["keras_accuracy"] for run in mine), 5),
+            "vs_original_points": round(100 * (statistics.fmean(accuracies) - original_accuracy), 2),
+            "vs_plain_points": round(statistics.fmean(paired), 2) if paired else None,
+            "vs_plain_std": round(statistics.stdev(paired), 2) if len(paired) > 1 else None,
+            "wins": sum(d > 0 for d in paired), "params": mine[0]["params"], "macs": mine[0]["macs"],
+            "minutes": round(sum(run["seconds"] or 0 for run in mine) / 60, 1),
+        })
+    return rows
 
 
 def findings_of(rows: list[dict], test_images: int) -> list[str]:
-    """Each distilled arm against plain, the standard error that one seed carries, and the issue's verdict: the
-    first distilled arm (the thesis code's defaults, which budget mode uses) beats plain."""
+    """Each distilled arm against plain, the noise of the comparison, and the issue's verdict: the first distilled
+    arm (the thesis code's defaults, which budget mode uses) beats plain on average and in every seed."""
     plain = next(row for row in rows if row["alpha"] is None)
     distilled = [row for row in rows if row["alpha"] is not None]
     p = plain["litert_accuracy"]
     error = 100 * math.sqrt(p * (1 - p) / test_images)
+
+    def spread(row: dict) -> str:
+        if row["vs_plain_std"] is None:
+            return (f"one seed: one accuracy's standard error on {test_images:,} images is ±{error:.2f} points, so "
+                    f"a difference under ~{2 * math.sqrt(2) * error:.1f} points is within noise")
+        return f"± {row['vs_plain_std']:.2f} over {row['seeds']} seeds, won {row['wins']} of {row['seeds']}"
+
     findings = [f"{row['label']}: {100 * row['litert_accuracy']:.2f} % vs plain {100 * p:.2f} % at equal steps "
-                f"({row['vs_plain_points']:+.2f} points)." for row in distilled]
+                f"({row['vs_plain_points']:+.2f} points, {spread(row)})." for row in distilled]
     if distilled:
         first = distilled[0]
-        beats = first["vs_plain_points"] > 0
+        beats = first["vs_plain_points"] > 0 and first["wins"] == first["seeds"]
         findings.append(
-            f"Target (the distilled student beats the same student fine-tuned without a teacher): "
-            f"{'met' if beats else 'NOT met'} by {first['label']} ({first['vs_plain_points']:+.2f} points; one "
-            f"seed, one accuracy's standard error ±{error:.2f} points, so a difference under "
-            f"~{2 * math.sqrt(2) * error:.1f} points is within noise).")
+            "Target (the distilled student beats the same student fine-tuned without a teacher, on average and in "
+            f"every seed): {'met' if beats else 'NOT met'} by {first['label']} ({first['vs_plain_points']:+.2f} "
+            "points).")
     return findings
 
 
@@ -137,10 +171,16 @@ def _markdown(report: dict) -> str:
     from tfcompress import report as tables
 
     settings, host = report["settings"], report["host"]
+
+    def accuracy(row: dict, key: str) -> str:
+        std = row.get(f"{key}_std")
+        return f"{100 * row[key]:.2f} %" + ("" if std is None else f" ± {100 * std:.2f}")
+
     table = [{"label": row["label"], "keras": f"{100 * row['keras_accuracy']:.2f} %",
-              "litert": f"{100 * row['litert_accuracy']:.2f} %", "orig": f"{row['vs_original_points']:+.2f}",
-              "plain": f"{row['vs_plain_points']:+.2f}", "params": f"{row['params']:,}",
-              "macs": f"{row['macs'] / 1e6:.2f} M", "min": f"{(row['seconds'] or 0) / 60:.1f}"}
+              "litert": accuracy(row, "litert_accuracy"), "orig": f"{row['vs_original_points']:+.2f}",
+              "plain": "–" if row["alpha"] is None else f"{row['vs_plain_points']:+.2f}"
+              + ("" if row["vs_plain_std"] is None else f" ± {row['vs_plain_std']:.2f} ({row['wins']}/{row['seeds']})"),
+              "params": f"{row['params']:,}", "macs": f"{row['macs'] / 1e6:.2f} M", "min": f"{row['minutes']:.1f}"}
              for row in report["rows"]]
     return "\n".join([
         "# Distillation on a pruned student: with and without a teacher at equal steps", "",
@@ -148,13 +188,14 @@ def _markdown(report: dict) -> str:
         f"Machine: {host['cpu']}, {host['cores']} cores.  ",
         f"Student: {settings['model']} pruned by {settings['method']} to {100 * settings['target_macs']:.0f} % of "
         f"its MACs; every arm then trains {settings['epochs']} epoch(s) of {settings['train_images']:,} augmented "
-        f"images on the same batches (SGD Nesterov 0.9, cosine from {settings['lr']:g}); the teacher is the "
-        f"original ({100 * report['original_litert_accuracy']:.2f} % LiteRT). Accuracy on the 10,000 test images.",
-        "",
+        f"images (SGD Nesterov 0.9, cosine from {settings['lr']:g}), for each of {settings['seeds']} seed(s) on "
+        f"the same batches in the same order as the plain arm of that seed; the teacher is the original "
+        f"({100 * report['original_litert_accuracy']:.2f} % LiteRT). Accuracy on the 10,000 test images, mean "
+        "(± standard deviation) over the seeds; *vs plain*: the difference paired by seed (seeds won).", "",
         tables.markdown_table(table, [("label", "arm"), ("keras", "Keras acc."), ("litert", "LiteRT acc."),
                                       ("orig", "vs original, points"), ("plain", "vs plain, points"),
-                                      ("params", "params"), ("macs", "MACs"), ("min", "train min")]), "",
-        *[f"- {line}" for line in report["findings"]],
+                                      ("params", "params"), ("macs", "MACs"), ("min", "train min (all seeds)")]),
+        "", *[f"- {line}" for line in report["findings"]],
     ]) + "\n"
 
 

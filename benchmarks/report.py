@@ -26,7 +26,7 @@ flags.DEFINE_string("results_dir", str(REPO / "benchmarks" / "results"), "Folder
 flags.DEFINE_string("output", str(REPO / "benchmarks" / "README.md"), "The page to write (markdown).")
 
 # Sections in this order (the library's main job first); results not listed follow by name.
-ORDER = ("compress", "distillation", "baselines", "netadapt", "latency_table", "decomposition",
+ORDER = ("compress", "distillation", "baselines", "netadapt", "architecture_search", "latency_table", "decomposition",
          "decomposition_distill", "ec2t", "channel_pruning", "snip", "snip_recipe", "ptq", "int8_profile",
          "applications_sweep", "train_throughput")
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
@@ -319,12 +319,16 @@ def _findings(report: dict) -> str:
     return " ".join(report["findings"])
 
 
+def _architecture_search(report: dict) -> str:
+    return report["answer"]
+
+
 HEADLINES: dict[str, Callable[[dict], str]] = {
     "compress": _compress, "netadapt": _netadapt, "latency_table": _latency_table,
     "decomposition": _decomposition, "decomposition_distill": _pipeline, "ec2t": _ec2t,
     "channel_pruning": _channel_pruning, "snip": _snip, "ptq": _ptq, "applications_sweep": _applications_sweep,
     "train_throughput": _train_throughput, "int8_profile": _int8_profile, "baselines": _baselines,
-    "snip_recipe": _findings, "distillation": _findings,
+    "snip_recipe": _findings, "distillation": _findings, "architecture_search": _architecture_search,
 }
 
 
@@ -333,7 +337,9 @@ def _headline(name: str, report: dict[str, Any]) -> str:
     headline = HEADLINES.get(name)
     if headline is None:
         verdicts = report.get("verdicts")
-        return "; ".join(verdicts) if isinstance(verdicts, list) and verdicts else "see its section"
+        listed = verdicts if isinstance(verdicts, list) else []
+        texts = [v if isinstance(v, str) else v.get("text") for v in listed if isinstance(v, (str, dict))]
+        return "; ".join(t for t in texts if t) or "see its section"
     try:
         return headline(report) or "see its section"
     except (KeyError, TypeError, ValueError, StopIteration, ZeroDivisionError) as error:

@@ -152,6 +152,41 @@ def test_expand_widens_every_prunable_group_with_a_fresh_initialization():
         expand(model, 0.5)
 
 
+def test_morphnet_inside_a_distiller_adds_its_term_to_the_distillation_loss(tmp_path):
+    """Distiller(MorphNetModel(student), teacher): the loss is the distillation loss + the MorphNet term exactly,
+    the callback finds the regularizer through the distiller, the callbacks' model is the inner student, and the
+    student alone is saved."""
+    from tfcompress.distill import Distiller
+
+    keras.utils.set_random_seed(0)
+    student, teacher = two_convs(), two_convs()
+    regularizer = MorphNetRegularizer(student, strength=1e-3)
+    plain, regularized = Distiller(student, teacher), Distiller(MorphNetModel(student, regularizer), teacher)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
+    y = np.arange(16) % 10
+    for distiller in (plain, regularized):
+        distiller.compile(training.sgd(0.01, 4, "constant", momentum=0.0, weight_decay=0.0, nesterov=False))
+    penalty = float(regularizer())
+    assert penalty > 0
+    losses = [float(d.compute_loss(x, y, student(x), training=True)) for d in (plain, regularized)]
+    assert losses[1] - losses[0] == pytest.approx(penalty, rel=1e-5)
+    assert training.student_of(regularized) is student
+
+    before = {name: rms_per_output(student.get_layer(name).kernel.numpy()) for name in ("c1", "c2")}
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    progress = MorphNetCallback()
+    regularized.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[progress])
+    assert progress.history and "kept" in progress.history[-1]
+    assert any(not np.allclose(rms_per_output(student.get_layer(name).kernel.numpy()), before[name])
+               for name in before)  # the student trained, the teacher did not
+    for value, expected in zip(teacher.get_weights(), teacher_before, strict=True):
+        np.testing.assert_array_equal(value, expected)
+    regularized.save(tmp_path / "student.keras")
+    assert keras.models.load_model(tmp_path / "student.keras").name == "two_convs"
+    with pytest.raises(ValueError, match="MorphNetCallback trains a"):
+        plain.fit(x, y, epochs=1, verbose=0, callbacks=[MorphNetCallback()])
+
+
 @pytest.mark.slow
 def test_training_kills_channels_and_shrink_matches_the_masked_model(tmp_path):
     keras.utils.set_random_seed(0)

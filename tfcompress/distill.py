@@ -12,7 +12,9 @@ The loss is the thesis's (``training_from_scratch/losses.py``)::
 
 with its code's defaults ``alpha = 0.1`` (the weight of the *hard* loss) and ``T = 5``; its report's best setting
 on CIFAR-10 was ``alpha = 0.2, T = 2`` (grid alpha ∈ {0.02, 0.1, 0.2}, T ∈ {2, 5, 10}). Regularization losses of
-the student (weight decay, compression regularizers) are added as they are; the teacher's never are.
+the student (weight decay, compression regularizers) are added as they are, and so is the term a training wrapper
+of the student adds to any loss (its ``training_penalty()``: MorphNet's regularizer, with
+``Distiller(MorphNetModel(student), teacher)``); the teacher's never are.
 
 A model ending in a softmax is taken at its log-probabilities, which are logits up to a constant (softmax and
 both cross-entropies are unchanged by one): teacher and student may each output logits or probabilities.
@@ -62,11 +64,12 @@ class Distiller(keras.Model):
         for role, model in (("student", student), ("teacher", teacher)):
             if model is not None and not isinstance(model, keras.Model):
                 raise TypeError(f"Distiller's {role} must be a keras.Model, got {type(model).__name__}")
+        core = training.student_of(student)  # a training wrapper's model (MorphNetModel) has the graph
         if teacher is not None:
-            _check_same_io(student, teacher)
+            _check_same_io(core, teacher)
         self.student, self.teacher = student, teacher
         self.alpha, self.temperature = float(alpha), float(temperature)
-        self._student_softmax = training.softmax_output(student) is not None
+        self._student_softmax = training.softmax_output(core) is not None
         self._teacher_softmax = teacher is not None and training.softmax_output(teacher) is not None
         self._hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self._soft = keras.losses.CategoricalCrossentropy(from_logits=True)
@@ -107,6 +110,9 @@ class Distiller(keras.Model):
             targets = keras.ops.softmax(teacher_logits / t, axis=-1)
             loss = loss + (1.0 - self.alpha) * t * t * self._soft(targets, logits / t, sample_weight)
         extra = [keras.ops.sum(value) for value in self.student.losses]  # not the teacher's regularizers
+        penalty = getattr(self.student, "training_penalty", None)  # a wrapper's own term (MorphNetModel)
+        if penalty is not None:
+            extra.append(penalty())
         if extra:  # scaled per replica as Keras scales its own (the gradients of the replicas are summed)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = loss + keras.ops.sum(keras.ops.stack(extra)) / replicas

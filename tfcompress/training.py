@@ -173,9 +173,12 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
 
 
 def student_of(model: keras.Model) -> keras.Model:
-    """The model a compression callback acts on: the student of a :class:`tfcompress.distill.Distiller` being
-    trained (not its frozen teacher), else ``model`` itself."""
-    return getattr(model, "student", None) or model
+    """The model a compression callback acts on: the innermost ``student`` of training wrappers (the student of a
+    :class:`tfcompress.distill.Distiller`, not its frozen teacher; the model of a MorphNet wrapper, also inside a
+    Distiller), else ``model`` itself."""
+    while getattr(model, "student", None) is not None:
+        model = model.student
+    return model
 
 
 # ----------------------------------------------------------------------------------- what a model must be

@@ -275,7 +275,9 @@ class MorphNetModel(keras.Model):
 
     ``save`` writes ``model`` alone (the regularizer is the training set-up, not the result). The tfcompress
     callbacks act on ``model`` (:func:`tfcompress.training.student_of` finds it as ``student``). The loss in
-    ``evaluate`` includes the regularizer, as Keras includes weight regularizers.
+    ``evaluate`` includes the regularizer, as Keras includes weight regularizers. To regularize while distilling,
+    make it the student: ``Distiller(MorphNetModel(model), teacher)`` adds :meth:`training_penalty` to the
+    distillation loss, and :class:`MorphNetCallback` finds the regularizer through the distiller.
     """
 
     def __init__(self, model: keras.Model, regularizer: MorphNetRegularizer | None = None, **kwargs: Any) -> None:
@@ -306,10 +308,15 @@ class MorphNetModel(keras.Model):
     def call(self, inputs: Any, training: bool = False) -> tf.Tensor:
         return self.inner(inputs, training=training)
 
+    def training_penalty(self) -> tf.Tensor:
+        """The MorphNet term this wrapper adds to whatever loss trains the model (its compiled loss here, the
+        distillation loss when a :class:`tfcompress.distill.Distiller` trains this wrapper as its student)."""
+        return self.morphnet()
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         # scaled per replica as Keras scales its own regularizers (the replicas' gradients are summed)
-        return loss + self.morphnet() / tf.distribute.get_strategy().num_replicas_in_sync
+        return loss + self.training_penalty() / tf.distribute.get_strategy().num_replicas_in_sync
 
     def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
         """Saves the wrapped model alone."""
@@ -356,10 +363,13 @@ class MorphNetCallback(keras.callbacks.Callback):
 
     @property
     def regularizer(self) -> MorphNetRegularizer:
-        regularizer = getattr(self.model, "morphnet", None)
-        if not isinstance(regularizer, MorphNetRegularizer):
-            raise ValueError("MorphNetCallback trains a tfcompress.pruning.morphnet.MorphNetModel: wrap the model")
-        return regularizer
+        model = self.model  # a MorphNetModel, or a Distiller (or other wrapper) whose student is one
+        while model is not None:
+            if isinstance(getattr(model, "morphnet", None), MorphNetRegularizer):
+                return model.morphnet
+            model = getattr(model, "student", None)
+        raise ValueError("MorphNetCallback trains a tfcompress.pruning.morphnet.MorphNetModel: wrap the model "
+                         "(a Distiller's student may be one)")
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.regularizer.update_weights()

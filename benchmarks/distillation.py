@@ -4,7 +4,8 @@
 
 The reference ResNet-20 (Fashion-MNIST 32×32) is pruned once (``--method``, default L1, to ``--target_macs`` of
 its MACs: the student of ``benchmarks/compress.py``'s chain), then trained for ``--epochs`` on the same batches
-in the same order (54,000 augmented images per epoch, 10 % held out; SGD Nesterov, cosine from 0.01):
+in the same order (54,000 images per epoch, 10 % held out, no augmentation unless ``--augment``; SGD Nesterov,
+cosine from 0.01):
 
 * **plain**: cross-entropy on the labels alone;
 * **distilled**, for each ``--settings`` entry α:T: the thesis's loss α·CE(y, z) + (1 − α)·T²·CE(softmax(z_t/T),
@@ -12,9 +13,10 @@ in the same order (54,000 augmented images per epoch, 10 % held out; SGD Nestero
   its report's best on CIFAR-10, 0.2:2.
 
 The student and each arm are pipeline runs (``tfc.pipeline.run_recipe``) in ``--work_dir``: a killed run
-resumes. Each arm trains once per ``--seeds`` data order, the arms of one seed on the same batches. Reported:
-Keras and LiteRT accuracy on the 10,000 test images (mean ± standard deviation over the seeds), points against
-the original, and against plain paired by seed (mean ± standard deviation, seeds won).
+resumes. Each arm trains a copy of the student once per ``--seeds`` seed, the arms of one seed on the same
+batches. Reported on the 10,000 test images: LiteRT accuracy (mean ± standard deviation over the seeds) and Keras
+accuracy (mean), points against the original, and against plain paired by seed (mean ± standard deviation, seeds
+won).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from absl import app, flags
 
@@ -37,12 +40,24 @@ flags.DEFINE_float("target_macs", 0.5, "The student keeps this fraction of the M
 flags.DEFINE_integer("epochs", 1, "Training epochs of every arm (equal steps).", lower_bound=1)
 flags.DEFINE_float("lr", 0.01, "Initial learning rate (cosine to 0).", lower_bound=0.0)
 flags.DEFINE_list("settings", ["0.1:5", "0.2:2"], "Distillation arms as alpha:temperature (α on the hard loss).")
-flags.DEFINE_integer("seeds", 3, "Data orders (and augmentations) each arm trains on; the arms share each.",
+flags.DEFINE_integer("seeds", 3, "Data orders each arm trains on; the arms of a seed share it.",
                      lower_bound=1)
+flags.DEFINE_bool("augment", False, "Random crop and flip while training: the arms of a seed then see the same "
+                  "images in the same order but not the same crops (tf.image's random ops are not reproducible).")
 flags.DEFINE_integer("train_limit", 0, "Training images per epoch (0: all 54,000).", lower_bound=0)
 flags.DEFINE_string("device", "litert", "Device of the rows' latency (see tfcompress.latency.DEVICE_HELP).")
 flags.DEFINE_string("work_dir", "/tmp/tfcompress-benchmark-distillation", "Runs (resumable) go here.")
 flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where distillation.{md,json} go.")
+
+
+class Arm(NamedTuple):
+    """One way of training the student: its label, distillation setting (None, None: plain) and recipe stage."""
+
+    label: str
+    alpha: float | None
+    temperature: float | None
+    folder: str
+    stage: dict[str, Any]
 
 
 def _parse_settings(entries: list[str]) -> list[tuple[float, float]]:
@@ -59,12 +74,15 @@ def _parse_settings(entries: list[str]) -> list[tuple[float, float]]:
     return settings
 
 
-flags.register_validator("settings", lambda entries: bool(entries) and bool(_parse_settings(entries)),
-                         message="--settings takes at least one alpha:temperature pair such as 0.1:5")
+flags.register_validator("settings",
+                         lambda entries: bool(entries) and len(set(_parse_settings(entries))) == len(entries),
+                         message="--settings takes distinct alpha:temperature pairs such as 0.1:5,0.2:2")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    import keras
+
     import tfcompress as tfc
     from tfcompress import files, latency
     from tfcompress.pipeline import Context, Measurement
@@ -74,29 +92,33 @@ def main(argv: list[str]) -> None:
     files.check_output_folder(FLAGS.output_dir)
     model = tfc.export.load_keras_model(FLAGS.model)
 
-    def context(seed: int) -> Context:  # the seed orders and augments the batches
+    def context(seed: int) -> Context:
+        # a dataset reshuffles on every pass: a fresh one per arm gives every arm of a seed the same order; the
+        # random crop and flip are not reproducible from a seed (tf.image's stateful ops in a tf.data map), so
+        # they are off unless --augment
+        keras.utils.set_random_seed(seed)
         return Context.of_dataset(model, "fashion_mnist", image_size=32, train_limit=FLAGS.train_limit or None,
-                                  seed=seed)
+                                  seed=seed, augment=FLAGS.augment)
 
     measurement = Measurement(device=FLAGS.device, runs=30, eval_limit=None)
     prune = {"stage": "prune", "method": FLAGS.method, "target_macs": FLAGS.target_macs}
     train = {"epochs": FLAGS.epochs, "lr": FLAGS.lr}
-    arms = [("plain", None, None, "plain", {"stage": "finetune", **train})]
-    arms += [(f"distilled α {alpha:g}, T {temperature:g}", alpha, temperature, f"distill_{alpha:g}_{temperature:g}",
-              {"stage": "distill", **train, "alpha": alpha, "temperature": temperature})
+    arms = [Arm("plain", None, None, "plain", {"stage": "finetune", **train})]
+    arms += [Arm(f"distilled α {alpha:g}, T {temperature:g}", alpha, temperature, f"distill_{alpha:g}_{temperature:g}",
+                 {"stage": "distill", **train, "alpha": alpha, "temperature": temperature})
              for alpha, temperature in _parse_settings(FLAGS.settings)]
     student = tfc.pipeline.run_recipe(model, [prune], context(0), work / "student", measurement)
     original = student.rows[0]
     runs = []
     for seed in range(FLAGS.seeds):
-        seeded = context(seed)
-        for label, alpha, temperature, name, stage in arms:  # the teacher is the context's original model
-            folder = work / (name if seed == 0 else f"{name}_seed{seed}")
-            end = tfc.pipeline.run_recipe(student.model, [stage], seeded, folder, measurement, seed=seed).rows[-1]
-            runs.append({"label": label, "alpha": alpha, "temperature": temperature, "seed": seed,
+        for arm in arms:  # the teacher is the context's original model; run_recipe trains a copy of the student
+            folder = work / (arm.folder if seed == 0 else f"{arm.folder}_seed{seed}")
+            end = tfc.pipeline.run_recipe(student.model, [arm.stage], context(seed), folder, measurement,
+                                          seed=seed).rows[-1]
+            runs.append({"label": arm.label, "alpha": arm.alpha, "temperature": arm.temperature, "seed": seed,
                          **{key: end[key] for key in ("keras_accuracy", "litert_accuracy", "params", "macs",
                                                       "latency_ms", "seconds")}})
-            print(f"[{time.monotonic() - started:6.0f} s] {label}, seed {seed}: "
+            print(f"[{time.monotonic() - started:6.0f} s] {arm.label}, seed {seed}: "
                   f"{100 * end['litert_accuracy']:.2f} %", flush=True)
     rows = summarize(runs, original["litert_accuracy"])
     report = {
@@ -105,7 +127,8 @@ def main(argv: list[str]) -> None:
                                                                      if not arg.startswith("--output_dir"))]),
         "host": latency.describe_host(), "minutes": round((time.monotonic() - started) / 60, 1),
         "settings": {"model": Path(FLAGS.model).name, "method": FLAGS.method, "target_macs": FLAGS.target_macs,
-                     "epochs": FLAGS.epochs, "lr": FLAGS.lr, "train_images": FLAGS.train_limit or 54000,
+                     "epochs": FLAGS.epochs, "lr": FLAGS.lr, "train_images": min(FLAGS.train_limit or 54000, 54000),
+                     "augment": FLAGS.augment,
                      "seeds": FLAGS.seeds},
         "original_litert_accuracy": original["litert_accuracy"], "rows": rows, "runs": runs,
         "findings": findings_of(rows, test_images=10000),
@@ -187,8 +210,9 @@ def _markdown(report: dict) -> str:
         f"Command: `{report['command']}` ({report['minutes']} min for this invocation)  ",
         f"Machine: {host['cpu']}, {host['cores']} cores.  ",
         f"Student: {settings['model']} pruned by {settings['method']} to {100 * settings['target_macs']:.0f} % of "
-        f"its MACs; every arm then trains {settings['epochs']} epoch(s) of {settings['train_images']:,} augmented "
-        f"images (SGD Nesterov 0.9, cosine from {settings['lr']:g}), for each of {settings['seeds']} seed(s) on "
+        f"its MACs; every arm then trains {settings['epochs']} epoch(s) of {settings['train_images']:,} "
+        f"{'augmented ' if settings.get('augment') else ''}images (SGD Nesterov 0.9, cosine from "
+        f"{settings['lr']:g}), for each of {settings['seeds']} seed(s) on "
         f"the same batches in the same order as the plain arm of that seed; the teacher is the original "
         f"({100 * report['original_litert_accuracy']:.2f} % LiteRT). Accuracy on the 10,000 test images, mean "
         "(± standard deviation) over the seeds; *vs plain*: the difference paired by seed (seeds won).", "",

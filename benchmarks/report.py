@@ -339,7 +339,7 @@ def _headline(name: str, report: dict[str, Any]) -> str:
         verdicts = report.get("verdicts")
         listed = verdicts if isinstance(verdicts, list) else []
         texts = [v if isinstance(v, str) else v.get("text") for v in listed if isinstance(v, (str, dict))]
-        return "; ".join(t for t in texts if t) or "see its section"
+        return "; ".join(t for t in texts if isinstance(t, str) and t) or "see its section"
     try:
         return headline(report) or "see its section"
     except (KeyError, TypeError, ValueError, StopIteration, ZeroDivisionError) as error:

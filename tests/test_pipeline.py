@@ -66,6 +66,18 @@ def test_the_precision_in_force_follows_the_last_quantize_stage(tmp_path):
         Recipe.load(path)
 
 
+def test_a_recipe_that_trains_first_leaves_the_callers_model_alone(context, tmp_path):
+    """finetune trains in place: run_recipe trains a copy, so arms started from one model stay independent."""
+    model = context.original
+    before = [w.copy() for w in model.get_weights()]
+    result = pipeline.run_recipe(model, [{"stage": "finetune", "epochs": 1, "lr": 0.01}], context, tmp_path / "run",
+                                 Measurement(runs=5, eval_limit=200))
+    for value, expected in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(value, expected)
+    assert result.model is not model
+    assert any(not np.array_equal(a, b) for a, b in zip(result.model.get_weights(), before, strict=True))
+
+
 @pytest.mark.slow
 def test_prune_distill_ternarize_int8_chain_measures_every_stage_and_resumes(context, tmp_path):
     recipe = [{"stage": "prune", "method": "l1", "target_macs": 0.5},

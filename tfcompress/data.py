@@ -298,7 +298,8 @@ def load(
         normalize: subtract the per-channel mean and divide by the std of the training split.
         augment: random crop after ``crop_padding`` pixels of zero padding, and horizontal flip if ``flip``.
         shuffle: shuffle every epoch; defaults to True for "train" and False otherwise.
-        seed: seed for shuffling and augmentation.
+        seed: the shuffle's seed (the same order for the same seed); the random crop and flip follow TensorFlow's
+            global seed and are not reproducible from it.
         limit: keep only the first ``limit`` examples (after the holdout split), for quick runs.
         repeat: repeat forever (for ``steps_per_epoch`` style loops).
         data_dir: a folder holding the dataset files, searched first.

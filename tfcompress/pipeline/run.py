@@ -28,6 +28,7 @@ from tfcompress import export, files, latency, micronet, report, runtime, traini
 from tfcompress.pipeline.recipe import Recipe, Stage
 from tfcompress.pipeline.stages import STAGES, Context
 from tfcompress.profile import profile
+from tfcompress.pruning import weight_masks
 
 ROW_FORMAT = "tfcompress-pipeline-row-1"
 SUMMARY_COLUMNS = (
@@ -119,6 +120,8 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
     source = {"model": model.name, "weights_sha256": _weights_digest(model)}  # what the run started from
     data = _data_fingerprint(context)
     key = {"source": source, "data": data, "stage": None, "before": [], "precision": "float32"}
+    if seed:  # another seed trains something else (seed 0 keeps the keys of runs from before seeds were keyed)
+        key["seed"] = seed
     rows = [_finished_row(folder / "00_original", key)
             or _stage_row(folder / "00_original", None, model, "float32", context, measurement, 0.0, key)]
     history: list[dict[str, Any]] = []
@@ -126,8 +129,7 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
     for index, stage in enumerate(recipe.stages):
         step_folder = folder / f"{index + 1:02d}_{stage.stage}"
         precision = recipe.precision_after(index)
-        key = {"source": source, "data": data, "stage": stage.to_dict(), "before": list(history),
-               "precision": precision}
+        key = {**key, "stage": stage.to_dict(), "before": list(history), "precision": precision}
         done = _finished_row(step_folder, key) if resuming else None
         if done is not None:
             context.say(f"step {index + 1} {stage.label}: done before, loaded from {step_folder}")
@@ -136,6 +138,8 @@ def run_recipe(model: keras.Model, recipe: Recipe | Sequence[dict[str, Any]], co
         else:
             resuming = False
             context.say(f"step {index + 1} {stage.label} …")
+            if current is model:  # finetune, distill, ... train in place: never the caller's model
+                current = weight_masks.copy_model(model)
             keras.utils.set_random_seed(seed + index + 1)
             tick = time.monotonic()
             current = STAGES[stage.stage](current, context, **stage.params)

@@ -53,14 +53,15 @@ class Context:
     @classmethod
     def of_dataset(cls, original: keras.Model, dataset: str, *, image_size: int | None = None,
                    batch_size: int = 128, holdout_fraction: float = 0.1, train_limit: int | None = None,
-                   seed: int = 0, progress: Callable[[str], None] | None = print) -> Context:
-        """The usual fine-tuning data of ``dataset``: augmented, shuffled training batches (``train_limit``
-        images per epoch, None: all) with ``holdout_fraction`` of the training split kept out as the holdout,
-        and the test split."""
+                   seed: int = 0, augment: bool = True,
+                   progress: Callable[[str], None] | None = print) -> Context:
+        """The usual fine-tuning data of ``dataset``: shuffled training batches (``train_limit`` images per
+        epoch, None: all; ``augment``: random crop and flip) with ``holdout_fraction`` of the training split kept
+        out as the holdout, and the test split."""
         opts = {"image_size": image_size, "batch_size": batch_size}
         return cls(
             original=original,
-            train=data.load(dataset, "train", holdout_fraction=holdout_fraction, augment=True, shuffle=True,
+            train=data.load(dataset, "train", holdout_fraction=holdout_fraction, augment=augment, shuffle=True,
                             seed=seed, limit=train_limit, **opts),
             holdout=data.load(dataset, "holdout", holdout_fraction=holdout_fraction, **opts),
             test=data.load(dataset, "test", **opts),

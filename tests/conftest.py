@@ -128,6 +128,15 @@ def _script_server() -> ScriptServer:
     return _server
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global seeds (Python, NumPy, TensorFlow): a test's numbers must not
+    depend on which tests ran before it in its worker (random ops and initializers follow the global seed)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tfcompress"
 
 # Bottom up; a module may import from its own layer and the layers below, never from above.
 LAYERS = [
-    {"keras_graph", "files", "progress", "summaries"},
+    {"keras_graph", "files", "progress", "summaries", "tf_startup"},
     {"specs"},
     {"graph"},
     {"training", "data", "zoo"},

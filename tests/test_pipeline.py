@@ -147,6 +147,7 @@ def lenet_budget(tmp_path_factory):
     from tests.test_latency_table import FAST
     from tfcompress import latency
 
+    keras.utils.set_random_seed(0)  # module-scoped: set up before the per-test seed, after any earlier test
     context = _context()
     folder = tmp_path_factory.mktemp("budget")
     table = folder / "lenet5_table.npz"  # measured quickly (the table tests test building)
@@ -202,15 +203,42 @@ def test_an_unreachable_budget_says_so_and_keeps_the_best_pair(lenet_budget, con
         (tmp_path / "run" / "budget.json").read_text())["met"]
 
 
-@pytest.mark.parametrize("aim, measured_ms, expected", [
-    (0.75, 1.2, 0.625),   # too slow (target 1 ms): prune more, by the ratio measured
-    (0.60, 0.9, 2 / 3),   # inaccurate with a little time to spare: prune a little less
-    (0.75, 0.487, 0.875),  # far faster than asked (a small model's table is off): halfway to 1, never ≥ 1
-])
-def test_the_next_rounds_aim_follows_the_measurement_and_stays_a_fraction(aim, measured_ms, expected):
-    from tfcompress.pipeline.budget import _next_aim
+def _aims(**kwargs):
+    from tfcompress.pipeline.budget import _Aims
 
-    assert _next_aim(aim, 1.0, measured_ms) == pytest.approx(expected)
+    return _Aims(**{"target_ms": 1.0, "predicted_full_ms": 2.0, "floor": 0.1, "correction": 1.0, **kwargs})
+
+
+def test_a_round_too_slow_aims_at_a_strictly_faster_architecture_by_the_miss_and_the_noise():
+    aims = _aims()
+    assert aims.first(0.01) == pytest.approx(0.99 / 2.0)  # the target less the noise, by the model's correction
+    # 20 % too slow: by the measured ratio of this architecture, less the noise
+    assert aims.next(1.0, 1.2, fast=False, noise=0.01) * 2.0 == pytest.approx(0.99 / 1.2)
+    # the trap of a VNNI host: 0.5 % too slow, less than one step of the table's staircase; the next aim lies
+    # below the measured architecture's prediction by at least the noise, so it cannot be the same architecture
+    aims = _aims()
+    aim = aims.next(0.98, 1.005, fast=False, noise=0.01)
+    assert aim * 2.0 < 0.98 * (1 - 0.01) + 1e-12 and aim * 2.0 == pytest.approx(0.99 * 0.98 / 1.005)
+    aims = _aims()
+    assert aims.next(0.98, 0.99 / 0.98 * 0.98 + 0.001, fast=False, noise=0.01) * 2.0 <= 0.98 * 0.99
+
+
+def test_a_round_fast_but_inaccurate_aims_slower_only_where_an_unmeasured_architecture_fits():
+    aims = _aims()
+    assert aims.next(0.6, 0.7, fast=True, noise=0.01) * 2.0 == pytest.approx(0.99 * 0.6 / 0.7)  # room: aim slower
+    aims = _aims()
+    assert aims.next(0.6, 0.995, fast=True, noise=0.01) is None  # within the noise of the target: stay
+    assert "no room" in aims.stop_reason
+    # between a fast-but-inaccurate architecture and a too-slow one: aims between them, never at either
+    aims = _aims()
+    aims.next(0.6, 0.7, fast=True, noise=0.01)
+    aim = aims.next(0.62, 1.02, fast=False, noise=0.01)
+    assert 0.6 < aim * 2.0 < 0.62
+    assert aims.next(0.605, 1.01, fast=False, noise=0.01) is None and "in between" in aims.stop_reason
+    # at the floor of every group at one channel, a round still too slow ends the search
+    aims = _aims(floor=0.5)
+    assert aims.next(1.2, 1.5, fast=False, noise=0.01) == 0.5
+    assert aims.next(1.0, 1.4, fast=False, noise=0.01) is None and "floor" in aims.stop_reason
 
 
 def test_a_model_already_within_the_budget_is_only_exported(context, tmp_path):

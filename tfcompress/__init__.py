@@ -6,9 +6,6 @@ legacy ``tf_keras``) and leaves ``tf.keras`` as Keras 3.
 
 import os as _os
 
-# TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the output of every script; warnings still show.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
 _backend = _os.environ.get("KERAS_BACKEND", "tensorflow")
 if _backend != "tensorflow":
     raise ImportError(
@@ -20,6 +17,11 @@ if _os.environ.get("TF_USE_LEGACY_KERAS", "0").lower() in ("1", "true", "yes"):
         "tfcompress uses Keras 3, but TF_USE_LEGACY_KERAS is set (tensorflow-model-optimization sets it). "
         "Run tfmot baselines in their own process and unset TF_USE_LEGACY_KERAS here."
     )
+
+from tfcompress import tf_startup as _tf_startup  # noqa: E402
+
+# TensorFlow's C++ start-up lines (oneDNN, CPU features) would precede every script's output and errors
+_tf_startup.import_tensorflow_quietly()
 
 import keras as _keras  # noqa: E402
 

@@ -39,13 +39,22 @@ class Device(abc.ABC):
         all of them; separate runs on a shared or throttled machine disagree by tens of percent. Compare the
         results as ratios. ``progress``: a bar with ETA where :mod:`tfcompress.progress` draws bars; False: never.
         """
-        results = []
+        by_pass = self.side_by_side_passes(models, threads=threads, runs=runs, warmup=warmup, passes=passes,
+                                           progress=progress)
+        return [float(np.median([ms[index] for ms in by_pass])) for index in range(len(models))]
+
+    def side_by_side_passes(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int = 5,
+                            passes: int = 3, progress: bool = True) -> list[list[float]]:
+        """:meth:`side_by_side` before the median: one list of every model's latency in ms per pass (how much
+        the passes disagree is the measurement's noise)."""
+        by_pass = []
         with progress_bars.bar(passes * len(models), f"latency side by side on {self.name}", unit="model",
                                enable=progress) as bar:
             for _ in range(passes):  # one batch per pass: a remote device gets one round trip each
-                results.append(self.measure(models, threads=threads, runs=runs, warmup=warmup))
+                results = self.measure(models, threads=threads, runs=runs, warmup=warmup)
+                by_pass.append([float(result.latency_ms) for result in results])
                 bar.update(len(models))
-        return [float(np.median([result[index].latency_ms for result in results])) for index in range(len(models))]
+        return by_pass
 
     def measure_in_batches(self, models: Sequence[Path], *, threads: int, runs: int, warmup: int,
                            batch_size: int = 16, desc: str = "latency", progress: bool = True

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from tfcompress.tf_startup import onednn_enabled
+
 # ARM "CPU part" codes (implementer 0x41) of the cores found in Raspberry-Pi-class boards; /proc/cpuinfo on
 # ARM has no "model name", so without this table a Pi 3 and a Pi 5 would both read "aarch64".
 _ARM_CORES = {
@@ -56,7 +58,9 @@ def isa_features(cpuinfo: str | None = None) -> list[str]:
 def describe_host() -> dict[str, Any]:
     """The local machine: ``machine`` (e.g. x86_64, aarch64), ``cpu`` (model name), ``isa`` (CPU features
     that matter for TFLite kernels, :func:`isa_features`), ``cores`` (logical CPUs), ``usable_cores`` (those
-    this process may run on), ``os``, ``node`` (host name) and ``python``.
+    this process may run on), ``os``, ``node`` (host name), ``python`` and ``onednn`` (whether TensorFlow runs
+    through oneDNN here: it changes TensorFlow's numerics and training speed, not LiteRT's kernels; None when
+    TensorFlow does not say).
 
     Read once per process (cached); each call returns a fresh dict that the caller may edit.
     """
@@ -78,6 +82,7 @@ def _host_facts() -> tuple[tuple[str, Any], ...]:
         "os": _os_description(),
         "node": platform.node(),
         "python": platform.python_version(),
+        "onednn": onednn_enabled(),
     }
     return tuple(facts.items())
 

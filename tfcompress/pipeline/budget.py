@@ -12,11 +12,17 @@
    or built and saved there.
 4. A round prunes the *original* model to the table's prediction of the target (``method``: latency-aware
    Fisher by default, the best of ``benchmarks/results/netadapt.md``; netadapt, l1 or uniform), fine-tunes it
-   with distillation from the original, exports it and **measures it on the device**. When the measured
-   latency misses the target, the next round aims lower by the ratio it missed by; when it is within the
-   target but loses too much accuracy, higher by the ratio of time to spare (``max_rounds``).
+   with distillation from the original, exports it and **measures it on the device**. The table's prediction
+   is corrected by what this model measures on this device (measured / predicted: first the unpruned model's,
+   then the last round's) and every aim keeps a margin of the measurement's noise (how much the interleaved
+   passes disagree). When a round misses the time, the next aims at an architecture the corrected table says is
+   faster by the miss plus the noise — strictly faster than the one measured, so no round repeats an
+   architecture; when it meets the time but loses too much accuracy, the next aims slower only while the
+   corrected table says a slower one still fits and it lies between architectures already measured
+   (``max_rounds``).
 5. The result is the last round's model when it meets both limits; otherwise the round with the best
-   latency among those within the accuracy limit (or the most accurate), and ``message`` says what was not met.
+   latency among those within the accuracy limit (or the most accurate), and ``message`` says what was not met,
+   which limit held it back and what would meet it.
 
 Every round is a recipe run by :func:`tfcompress.pipeline.run_recipe` in ``folder/round_N`` (resumable stage by
 stage); ``folder`` also gets ``model.keras``, ``model.tflite``, ``recipe.json`` (the recipe that reproduces the
@@ -26,11 +32,13 @@ result from the input model), ``budget.json`` and ``summary.md/.json/.png`` (eve
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfcompress import files, latency
 from tfcompress.graph import ChannelGraph
@@ -42,6 +50,9 @@ BUDGET_METHODS = ("fisher", "netadapt", "l1", "uniform")
 #: int8 is chosen when it takes at most this fraction of float32's time (measured side by side; runs of one
 #: model differ by a few percent)
 INT8_MARGIN = 0.95
+#: the least and the most relative noise an aim allows for: interleaved passes on one host agree within ~1 %
+#: at best; past 10 % the measurement, not the aim, is what needs fixing (more runs, a quiet device)
+MIN_NOISE, MAX_NOISE = 0.01, 0.10
 
 
 @dataclasses.dataclass
@@ -123,7 +134,7 @@ def compress(
     exported = {"float32": base.folder / "00_original" / "model.tflite",
                 "int8": base.folder / "01_quantize" / "model.tflite"}
     # latencies compared as ratios measured side by side (interleaved passes), never across separate runs
-    side_by_side = _measured_once(base.folder, {"base": True}, list(exported.values()), measurement)
+    side_by_side, noise = _measured_once(base.folder, {"base": True}, list(exported.values()), measurement)
     for precision_name, ms in zip(by_precision, side_by_side, strict=True):
         by_precision[precision_name]["latency_ms"] = round(ms, 4)
     reference = by_precision["float32"]
@@ -152,13 +163,11 @@ def compress(
     context = dataclasses.replace(context, table=table)
     floor = _floor_fraction(model, table, precision)
 
-    # 4. rounds: prune the original to the table's view of the target, distil, measure; aim lower if missed
-    # the fraction of the (predicted) unpruned latency the table is asked for; 1 (no pruning, only the fine-tune)
-    # when the model is fast enough already but loses too much in a precision the caller forced
-    aim = min(target_ms / start_ms, 1.0)
+    # 4. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again
+    aims = _Aims(target_ms, predicted_full, floor, correction=start_ms / predicted_full)
+    aim = aims.first(noise)
     best: tuple[dict[str, Any], Any, Recipe] | None = None
     for number in range(1, max_rounds + 1):
-        aim = max(aim, floor)  # no further than every group at one channel: as far as pruning goes
         prune = {"stage": "prune", "method": method, "target_latency": round(aim, 4), "precision": precision}
         if method == "fisher":
             prune["prune_every"] = fisher_prune_every
@@ -174,20 +183,30 @@ def compress(
                    + (" + int8" if precision == "int8" else ""))
         row["round_drop_points"] = round(100 * (reference["litert_accuracy"] - row["litert_accuracy"]), 3)
         row["seconds"] = round(sum(step["seconds"] for step in run.rows[1:]), 1)
-        original_ms, round_ms = _measured_once(run.folder, recipe.to_list(), [exported["float32"], run.tflite],
-                                               measurement)
+        (original_ms, round_ms), noise = _measured_once(run.folder, recipe.to_list(),
+                                                        [exported["float32"], run.tflite], measurement)
         row["ratio_to_float32"] = round(round_ms / original_ms, 4)  # side by side with the original
         row["latency_ms"] = round(row["ratio_to_float32"] * reference["latency_ms"], 4)  # on the base's scale
+        row["predicted_ms"] = round(table.predict(run.model, precision).total_us / 1000, 4)
+        row["architecture"] = _architecture(run.model)
         rows.append(row)
-        context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), measured "
-                    f"{row['latency_ms']:.3f} ms (budget {target_ms:.3f}), LiteRT accuracy "
-                    f"{row['litert_accuracy']:.4f} ({-row['round_drop_points']:+.2f} points)")
+        context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), got "
+                    f"{row['predicted_ms']:.3f} ms predicted, measured {row['latency_ms']:.3f} ms ± "
+                    f"{100 * noise:.1f} % (budget {target_ms:.3f}), LiteRT accuracy {row['litert_accuracy']:.4f} "
+                    f"({-row['round_drop_points']:+.2f} points)")
         if best is None or _better(row, best[0], max_accuracy_drop):
             best = (row, run, recipe)
         fast, accurate = row["latency_ms"] <= target_ms, row["round_drop_points"] <= max_accuracy_drop
-        if fast == accurate or (fast and row["latency_ms"] > 0.97 * target_ms) or (not fast and aim <= floor):
-            break  # met; or too slow and too inaccurate (more pruning cannot mend both); or no slack to give back
-        aim = _next_aim(aim, target_ms, row["latency_ms"])
+        if fast and accurate:
+            break
+        if not fast and not accurate:
+            aims.stop_reason = "too slow and too inaccurate at once: pruning further cannot mend both"
+            break
+        aim = aims.next(row["predicted_ms"], row["latency_ms"], fast, noise)
+        if aim is None:
+            break
+    else:
+        aims.stop_reason = f"max_rounds={max_rounds} spent"
 
     row, run, recipe = best
     fast = row["latency_ms"] <= target_ms
@@ -199,32 +218,107 @@ def compress(
         missed = [f"latency {row['latency_ms']:.3f} ms > {target_ms:.3f} ms" if not fast else "",
                   f"accuracy lost {row['round_drop_points']:.2f} points > {max_accuracy_drop}" if not accurate else ""]
         message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
-                   f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']})")
+                   f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']}). "
+                   f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, max_accuracy_drop, precision)}")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
                    table_path)
 
 
-def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement) -> list[float]:
-    """``Device.side_by_side``, saved in ``folder/side_by_side.json`` and read back on a rerun with the same
-    ``key``: the next round's aim follows from it, so a resumed run must see the numbers the first one saw."""
+def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement
+                   ) -> tuple[list[float], float]:
+    """``Device.side_by_side`` of ``paths`` and the measurement's relative noise (:func:`_noise`), saved in
+    ``folder/side_by_side.json`` and read back on a rerun with the same ``key``: the next round's aim follows from
+    them, so a resumed run must see the numbers the first one saw."""
     saved_path = folder / "side_by_side.json"
     try:
         saved = json.loads(saved_path.read_text())
         if saved["key"] == json.loads(json.dumps(key)):
-            return [float(ms) for ms in saved["ms"]]
+            by_pass = [[float(ms) for ms in one_pass] for one_pass in saved["passes"]]
+            return _medians(by_pass), _noise(by_pass)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    ms = latency.open_device(measurement.device).side_by_side(paths, threads=measurement.threads,
-                                                              runs=measurement.runs)
-    files.write_json(saved_path, {"key": key, "ms": ms})
-    return ms
+    by_pass = latency.open_device(measurement.device).side_by_side_passes(paths, threads=measurement.threads,
+                                                                         runs=measurement.runs)
+    files.write_json(saved_path, {"key": key, "passes": by_pass, "ms": _medians(by_pass)})
+    return _medians(by_pass), _noise(by_pass)
 
 
-def _next_aim(aim: float, target_ms: float, measured_ms: float) -> float:
-    """The next round's fraction of the predicted latency: scaled by how far the measurement fell from the target
-    (too slow: prune more; too inaccurate with time to spare: prune less), but below 1 — the table can be far off
-    on a small model, and a step to ≥ 1 would ask for the original, which is too slow — at most halfway there."""
-    return min(aim * target_ms / measured_ms, (1 + aim) / 2)
+def _medians(by_pass: list[list[float]]) -> list[float]:
+    return [float(np.median(column)) for column in zip(*by_pass, strict=True)]
+
+
+def _noise(by_pass: list[list[float]]) -> float:
+    """How much the interleaved passes disagree on the last model's time relative to the first's: half the range
+    of the per-pass ratios over their median, within [:data:`MIN_NOISE`, :data:`MAX_NOISE`]."""
+    ratios = [one_pass[-1] / one_pass[0] for one_pass in by_pass if one_pass[0] > 0]
+    if len(ratios) < 2:
+        return MIN_NOISE
+    spread = (max(ratios) - min(ratios)) / 2 / float(np.median(ratios))
+    return float(min(MAX_NOISE, max(MIN_NOISE, spread)))
+
+
+class _Aims:
+    """Where the next round aims, as a fraction of the table's prediction of the unpruned model.
+
+    The table's prediction times ``correction`` (measured / predicted for this model on this device; the last
+    round's replaces the unpruned model's) is the expected time. Architectures already measured bound the search:
+    below the fastest one found too slow, above the slowest one found fast enough but too inaccurate; an aim that
+    cannot fall strictly between them would repeat one, and the rounds stop (``stop_reason`` says why)."""
+
+    def __init__(self, target_ms: float, predicted_full_ms: float, floor: float, correction: float):
+        self.target_ms, self.predicted_full_ms, self.floor = target_ms, predicted_full_ms, floor
+        self.correction = correction
+        self.too_slow_ms = predicted_full_ms  # predicted time of the fastest architecture measured too slow
+        self.inaccurate_ms = 0.0  # predicted time of the slowest measured fast enough but too inaccurate
+        self.stop_reason = ""
+
+    def first(self, noise: float) -> float:
+        return max(self.floor, min(1.0, self._expected_fit(noise) / self.predicted_full_ms))
+
+    def _expected_fit(self, noise: float) -> float:
+        """The predicted time whose corrected time is the target less the noise."""
+        return self.target_ms * (1 - noise) / self.correction
+
+    def next(self, predicted_ms: float, measured_ms: float, fast: bool, noise: float) -> float | None:
+        """The next aim after a round whose architecture the table predicted at ``predicted_ms`` and the device
+        measured at ``measured_ms`` (``fast``: within the target); None when no architecture is left to try."""
+        self.correction = measured_ms / predicted_ms
+        if fast:
+            self.inaccurate_ms = max(self.inaccurate_ms, predicted_ms)
+        else:
+            self.too_slow_ms = min(self.too_slow_ms, predicted_ms)
+        aim_ms = min(self._expected_fit(noise), self.too_slow_ms * (1 - noise))
+        if fast and aim_ms <= self.inaccurate_ms * (1 + noise):
+            self.stop_reason = (f"no slower architecture is predicted to fit ({measured_ms:.3f} ms measured, "
+                                f"{100 * noise:.1f} % noise): the time has no room to give back for accuracy")
+            return None
+        if not fast and aim_ms <= self.inaccurate_ms:
+            self.stop_reason = ("the architectures fast enough were too inaccurate and the fastest one too slow "
+                                "is next to them: no architecture in between is left")
+            return None
+        aim = aim_ms / self.predicted_full_ms
+        if aim < self.floor:
+            if not fast and self.too_slow_ms <= self.floor * self.predicted_full_ms * 1.001:
+                self.stop_reason = "every channel group is already at its floor: pruning goes no further"
+                return None
+            aim = self.floor
+        return min(aim, 1.0)
+
+
+def _architecture(model: keras.Model) -> str:
+    """A short digest of the shapes of a model's weights: equal for the same pruned architecture."""
+    shapes = json.dumps([list(weight.shape) for weight in model.weights])
+    return hashlib.sha256(shapes.encode()).hexdigest()[:12]
+
+
+def _advice(row: dict[str, Any], target_ms: float, max_drop: float, precision: str) -> str:
+    """What would meet the budget, from the best round."""
+    other = "float32" if precision == "int8" else "int8"
+    if row["latency_ms"] > target_ms:
+        return (f"To meet it: a budget of {row['latency_ms']:.3f} ms, more rounds (max_rounds), or precision "
+                f"{other} if it is faster on this device")
+    return (f"To meet it: max_accuracy_drop {row['round_drop_points']:.2f}, more fine-tune epochs, or a looser "
+            "latency budget")
 
 
 def _floor_fraction(model: keras.Model, table: latency.Table, precision: str) -> float:

@@ -204,7 +204,8 @@ def write_summary(rows: list[dict[str, Any]], folder: str | Path, precision: str
     folder = Path(folder)
     host = rows[0]["host"]
     text = (f"# Compression run ({len(rows) - 1} stages, final precision {precision})\n\n"
-            f"Host: {host.get('cpu', '?')}, ISA {'/'.join(host.get('isa', []) or ['?'])}, {host.get('runtime')} "
+            f"Host: {host.get('cpu', '?')}, ISA {'/'.join(host.get('isa', []) or ['?'])}, oneDNN "
+            f"{ {True: 'on', False: 'off'}.get(host.get('onednn'), '?')} (TensorFlow), {host.get('runtime')} "
             f"{host.get('runtime_version')}, {host.get('threads')} thread(s), device {host.get('device')}. "
             "LiteRT accuracy on the first "
             f"{rows[0]['litert_examples']:,} test images; Keras accuracy on the whole test split.\n\n"

@@ -205,21 +205,35 @@ ternarize.check = _check_ternarize
 # ------------------------------------------------------------------------------------------------ training
 
 
+#: batches over which the loss's sharpness is measured before every fine-tune and distillation
+SHARPNESS_BATCHES = 2
+
+
 def finetune(model: keras.Model, context: Context, epochs: int = 1, lr: float = 0.01, teacher: str | None = None,
              alpha: float = distill.THESIS_DEFAULTS["alpha"],
              temperature: float = distill.THESIS_DEFAULTS["temperature"]) -> keras.Model:
-    """Trains ``epochs`` (SGD, Nesterov momentum 0.9, cosine from ``lr``); with ``teacher`` ("original": the
-    run's input model, or a .keras path) by knowledge distillation. Weight masks keep their zeros; ternary
+    """Trains ``epochs`` (SGD, Nesterov momentum 0.9, cosine from ``lr``, or from less where the loss at these
+    weights is too sharp for it: :func:`training.stable_lr`); with ``teacher`` ("original": the run's input
+    model, or a .keras path) by knowledge distillation. Weight masks keep their zeros; ternary
     layers stay ternary (their assignment is whatever it was)."""
     steps = epochs * int(context.train.cardinality())
-    optimizer = training.sgd(lr, steps, "cosine")
     trainer: keras.Model = model
     if teacher is None:
-        training.compile_classifier(model, optimizer)
+        def compile_with(rate: float) -> None:
+            training.compile_classifier(model, training.sgd(rate, steps, "cosine"))
     else:
         source = context.original if teacher == "original" else export.load_keras_model(teacher)
         trainer = distill.Distiller(model, source, alpha=alpha, temperature=temperature)
-        trainer.compile(optimizer)
+
+        def compile_with(rate: float) -> None:
+            trainer.compile(training.sgd(rate, steps, "cosine"))
+    # lr is the most it may use: less where the loss at these weights is too sharp for it (training.stable_lr)
+    compile_with(lr)
+    rate = training.stable_lr(trainer, list(context.train.take(SHARPNESS_BATCHES)), lr)
+    if rate < lr:
+        context.say(f"lr {lr:g} is past the edge of stability of this loss at these weights: training at "
+                    f"{rate:.3g}")
+        compile_with(rate)
     trainer.fit(context.train, epochs=epochs, verbose=0, callbacks=[training.StopOnNonFinite()])
     return model
 

@@ -278,3 +278,22 @@ def test_compress_script_runs_a_recipe(tmp_path):
     rows = json.loads((tmp_path / "recipe" / "summary.json").read_text())["rows"]
     assert rows[1]["params"] < rows[0]["params"] and rows[2]["precision"] == "dynamic"
     assert rows[2]["tflite_bytes"] < 0.4 * rows[1]["tflite_bytes"]  # int8 weights
+
+
+@pytest.mark.slow
+def test_a_budget_just_below_the_models_time_is_met_in_two_distinct_rounds(lenet_budget, context, tmp_path):
+    """The trap of a VNNI host, on any host: a budget a few percent below what the model alone measures, less
+    than one step of the table's staircase. Each round must aim at an architecture the table predicts faster
+    than the one measured, so the second round never repeats the first."""
+    result, folder, _ = lenet_budget
+    table = json.loads((folder / "run" / "budget.json").read_text())["table"]
+    float32_ms = result.rows[0]["latency_ms"]
+    run = pipeline.compress(context.original, context, folder=tmp_path / "run", latency_ms=0.97 * float32_ms,
+                            max_accuracy_drop=5.0, method="l1", max_rounds=2, table_path=table,
+                            measurement=Measurement(runs=20, eval_limit=300), precision="float32")
+    rounds = run.rows[2:]
+    assert run.met, run.message
+    assert len({row["architecture"] for row in rounds}) == len(rounds) <= 2
+    assert all(row["predicted_ms"] < result.rows[0]["latency_ms"] * 10 for row in rounds)  # a prediction in ms
+    if len(rounds) == 2:  # the second aimed below the first's prediction: strictly faster by the table
+        assert rounds[1]["predicted_ms"] < rounds[0]["predicted_ms"]

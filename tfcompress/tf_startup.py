@@ -59,9 +59,11 @@ def wants_logs(argv: list[str] | None = None) -> bool:
 def import_tensorflow_quietly() -> None:
     """``import tensorflow`` with its informational start-up lines dropped (see the module docstring); a no-op
     when TensorFlow is already imported or the user asked for its logs."""
-    if "tensorflow" in sys.modules or wants_logs():
+    if wants_logs():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines after start-up too
+    if "tensorflow" in sys.modules:
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)

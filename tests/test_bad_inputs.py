@@ -387,11 +387,11 @@ def test_a_failed_download_removes_its_partial_folders(tmp_path, monkeypatch):
 
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"offline\? cannot reach the download host nowhere\.invalid"):
-        data._check_online("nowhere.invalid")
+        data.builtin._check_online("nowhere.invalid")
     assert time.perf_counter() - start < 6
     monkeypatch.setattr(tfds, "builder", lambda name: Builder())
     monkeypatch.setattr(tfds, "load", interrupted_download)
-    monkeypatch.setattr(data, "_check_online", lambda host: None)
+    monkeypatch.setattr(data.builtin, "_check_online", lambda host: None)
     with pytest.raises(data.DatasetNotFoundError, match="ConnectionError: connection reset"):
         data.load_arrays("kmnist", "test")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other_dataset"]
@@ -570,11 +570,13 @@ def _scenario_dynamic_input_taken_at_dataset_size(folder: Path, inputs: Path) ->
     """A (None, None, 1) model is evaluated and exported at the dataset's 28×28 (LiteRT gets a fixed shape)."""
     from tfcompress import runtime
 
-    tiny = f"--data_dir={inputs}/tiny"
-    evaluated = _run("evaluate", [f"--model={inputs}/dynamic.keras", tiny, "--limit=200", f"--json={folder}/e.json"])
+    tiny = f"--data_dir={inputs}/tiny"  # a model without a report gets data only from a flag
+    evaluated = _run("evaluate", [f"--model={inputs}/dynamic.keras", tiny, "--dataset=fashion_mnist", "--limit=200",
+                                  f"--json={folder}/e.json"])
     assert evaluated["code"] == 0, evaluated
     assert json.loads((folder / "e.json").read_text())["examples"] == 200
-    exported = _run("export", [f"--model={inputs}/dynamic.keras", tiny, f"--output={folder}/d.tflite",
+    exported = _run("export", [f"--model={inputs}/dynamic.keras", tiny, "--dataset=fashion_mnist",
+                               f"--output={folder}/d.tflite",
                                "--parity_examples=200"])
     assert exported["code"] == 0, exported
     assert "taken at fashion_mnist's size (28, 28, 1)" in exported["stdout"]

@@ -217,7 +217,8 @@ def test_netadapt_script_resumes_after_sigkill_and_measures_the_result(fashion_l
     output = tmp_path / "na.keras"
     args = [f"--model={fashion_latency.model_path}", f"--table={fashion_latency.table_path}",
             f"--latency_fraction={fashion_latency.fraction}", "--short_term_steps=2", "--holdout_limit=256",
-            "--train_limit=2048", "--batch_size=64", "--runs=20", f"--output={output}"]
+            "--train_limit=2048", "--batch_size=64", "--runs=20", f"--output={output}",
+            "--dataset=fashion_mnist"]  # a model without a report gets its data from the flag
     state = tmp_path / "na.keras.state" / "state.json"
     process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "netadapt.py"), *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -257,7 +258,8 @@ def test_fisher_prune_script_reaches_a_channel_target(tmp_path):
     zoo.build("lenet5", input_shape=(28, 28, 1), num_classes=10).save(source)
     output = tmp_path / "fisher.keras"
     run_script("fisher_prune", f"--model={source}", "--target_channels=0.9", "--prune_every=2",
-               "--channels_per_prune=4", "--train_limit=1024", "--runs=5", f"--output={output}")
+               "--channels_per_prune=4", "--train_limit=1024", "--runs=5", "--dataset=fashion_mnist",
+               f"--output={output}")
     report = json.loads(output.with_name("fisher.keras.json").read_text())
     kept = sum(g["channels_after"] for g in report["groups"] if g["channels_after"] != g["channels_before"])
     assert report["history"] and report["history"][-1]["channels_left"] <= 0.9

@@ -226,8 +226,9 @@ def test_script_shrinks_and_writes_plan_and_refuses_bad_input(tmp_path):
     output = tmp_path / "morph.keras"
     # momentum SGD leaves group-lasso values oscillating around 0 by about lr·strength·w_g/(1 − 0.9) per weight:
     # a short run needs a threshold above that
-    result = run_script("morphnet", f"--model={source}", "--strength=1e-5", "--epochs=5", "--lr=0.01",
-                        "--threshold=0.03", "--train_limit=512", "--batch_size=64", "--runs=3", f"--output={output}")
+    result = run_script("morphnet", f"--model={source}", "--dataset=fashion_mnist", "--strength=1e-5", "--epochs=5",
+                        "--lr=0.01", "--threshold=0.03", "--train_limit=512", "--batch_size=64", "--runs=3",
+                        f"--output={output}")
     report = json.loads(output.with_name("morph.keras.json").read_text())
     assert "c1" in result.stdout and "c2" in result.stdout and "FLOPs 564,800 →" in result.stdout
     assert report["macs_after"] < report["macs_before"] and len(report["history"]) == 5
@@ -237,7 +238,8 @@ def test_script_shrinks_and_writes_plan_and_refuses_bad_input(tmp_path):
     assert [w.shape for w in fresh.weights] == [w.shape for w in shrunk.weights]
     no_bn = tmp_path / "no_bn.keras"
     two_convs(in_channels=1, bn=False, size=28).save(no_bn)
-    bad = run_script("morphnet", f"--model={no_bn}", "--regularizer=gamma", f"--output={tmp_path / 'x.keras'}",
+    bad = run_script("morphnet", f"--model={no_bn}", "--dataset=fashion_mnist",
+                     "--regularizer=gamma", f"--output={tmp_path / 'x.keras'}",
                      check=False, fresh=True)
     assert bad.returncode == 1 and "group_lasso" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     no_table = run_script("morphnet", f"--model={source}", "--cost=latency", f"--output={tmp_path / 'y.keras'}",

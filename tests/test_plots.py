@@ -161,8 +161,8 @@ def test_report_builds_one_page_with_every_command_and_host(tmp_path):
             assert f"`{command.strip()}`" in page, command
         for host in hosts:
             assert host["cpu"] in page
-    assert "AMD EPYC" in page
-    assert "ISA sse4_2/avx/avx2/fma/f16c" in page  # the fingerprint's ISA flags
+    fingerprint = json.loads((results / "compress.json").read_text())["fingerprint"]
+    assert f"ISA {'/'.join(fingerprint['isa'])}" in page  # the fingerprint's ISA flags
     # the pipeline summary has no command in its JSON: its .md's
     assert "`python scripts/compress.py --model=models/resnet20_fashion_mnist.keras --recipe=" in page
     # sections in the page's order, each linked from the summary with a headline computed from its JSON
@@ -171,7 +171,7 @@ def test_report_builds_one_page_with_every_command_and_host(tmp_path):
                         '<a id="ec2t"></a>']
     # the headlines carry the numbers of the JSONs they come from (which every benchmark rerun changes)
     budget = next(r for r in json.loads((results / "compress.json").read_text())["rows"] if r["kind"] == "budget")
-    assert (f"- **[compress](#compress)** (AMD EPYC): budget {budget['target_fraction']}× met: "
+    assert (f"- **[compress](#compress)** ({fingerprint['cpu']}): budget {budget['target_fraction']}× met: "
             f"{budget['speedup']:.2f}× faster at {-budget['drop_points']:+.2f} points") in page
     ec2t = next(r for r in json.loads((results / "ec2t.json").read_text())["rows"] if r["variant"].startswith("EC2T"))
     assert (f"{ec2t['variant']}: {100 * ec2t['sparsity']:.1f} % sparse, {ec2t['delta_points']:+.2f} points, "

@@ -86,8 +86,8 @@ def test_plain_sparse_model_keeps_its_zeros_by_default(tmp_path):
     sparse = tfc.export.strip(tfc.pruning.magnitude.prune_magnitude(reference, 0.9))  # plain layers, 90 % zeros
     source = tfc.files.save_model(sparse, tmp_path / "lenet5_magnitude90_plain.keras")
     output = tmp_path / "lenet5_magnitude90_channels90.keras"
-    process = run_script("prune", f"--model={source}", "--target_channels=0.9", "--finetune_epochs=1",
-                         "--train_limit=1000", f"--output={output}")
+    process = run_script("prune", f"--model={source}", "--dataset=fashion_mnist", "--target_channels=0.9",
+                         "--finetune_epochs=1", "--train_limit=1000", f"--output={output}")
     assert "keep_zeros on (default: ≥ 50% zeros; the plain prunable kernels are 90.0% zeros)" in process.stdout
     report = sidecar(output)
     assert report["keep_zeros"]["enabled"] and report["keep_zeros"]["wrapped"] == ["conv1", "conv2", "fc1", "logits"]
@@ -139,7 +139,8 @@ def test_plan_reapplied_to_a_fresh_lenet5_gives_the_same_channels(pruned, tmp_pa
     fresh = tfc.files.save_model(tfc.zoo.build("lenet5", (28, 28, 1), 10), tmp_path / "lenet5_fresh.keras")
     plan = pruned.with_name(pruned.name + ".json")
     output = tmp_path / "lenet5_macs50_scratch.keras"
-    run_script("prune", f"--model={fresh}", f"--plan={plan}", "--finetune_epochs=1", LIMIT, f"--output={output}")
+    run_script("prune", f"--model={fresh}", "--dataset=fashion_mnist", f"--plan={plan}", "--finetune_epochs=1", LIMIT,
+               f"--output={output}")
     original, report = sidecar(pruned), sidecar(output)
     channels = [(g["layers"], g["channels_after"]) for g in report["groups"]]
     assert channels == [(g["layers"], g["channels_after"]) for g in original["groups"]]

@@ -87,6 +87,11 @@ class TFLiteModel:
         return tuple(int(d) for d in self._input["shape"][1:])
 
     @property
+    def output_width(self) -> int:
+        """The last dimension of the output (a classifier's class count)."""
+        return int(self._output["shape"][-1])
+
+    @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(self._input["dtype"])
 

@@ -350,6 +350,49 @@ class StopOnNonFinite(keras.callbacks.Callback):
         raise NonFiniteError(f"{self.what} diverged: {when}{where}. Lower the learning rate (or check the data)")
 
 
+class KeepBestEpoch(keras.callbacks.Callback):
+    """Ends ``fit`` with the weights of the best holdout accuracy among the starting weights and every epoch's, so
+    that fine-tuning a trained model never leaves it worse than it began (a too-high rate or the wrong augmentation
+    does); :meth:`summary` says which won. Acts on :func:`student_of` the trained model (a Distiller's student)."""
+
+    def __init__(self, holdout: tf.data.Dataset):
+        super().__init__()
+        self.holdout = holdout
+        self.scores: list[float] = []  # index 0: the starting weights; i: after epoch i
+        self.best_epoch = 0
+        self._best_weights: list[np.ndarray] | None = None
+
+    def _score(self) -> float:
+        return evaluate(student_of(self.model), self.holdout)["accuracy"]
+
+    def _keep_if_best(self, epoch: int) -> None:
+        self.scores.append(self._score())
+        if self._best_weights is None or self.scores[-1] > self.scores[self.best_epoch]:
+            self.best_epoch, self._best_weights = epoch, [np.array(w) for w in student_of(self.model).get_weights()]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.scores, self._best_weights, self.best_epoch = [], None, 0
+        self._keep_if_best(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._keep_if_best(epoch + 1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.best_epoch != len(self.scores) - 1:
+            student_of(self.model).set_weights(self._best_weights)
+
+    @property
+    def helped(self) -> bool:
+        return self.best_epoch > 0
+
+    def summary(self) -> str:
+        trail = " → ".join(f"{score:.4f}" for score in self.scores)
+        if self.helped:
+            return f"holdout accuracy by epoch {trail}: kept epoch {self.best_epoch}"
+        return (f"holdout accuracy by epoch {trail}: fine-tuning did not help, the starting weights are kept "
+                "(a lower --lr, or more epochs, may)")
+
+
 def recalibrate_batch_norm(model: keras.Model, batches, max_batches: int = 10) -> int:
     """Re-estimates every BatchNormalization's moving mean and variance as the plain average of the batch
     statistics over ``batches`` (images, or ``(images, labels)`` tuples), leaving all other weights alone.

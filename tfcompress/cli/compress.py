@@ -5,6 +5,11 @@
     python scripts/compress.py --model=M.keras --latency_ms=2.5 --device=ssh://pi@raspberrypi --output_dir=D
     python scripts/compress.py --model=M.keras --recipe=recipe.json --output_dir=D
 
+The data is the model's: ``--dataset`` (a folder of the user's images, labelled by class sub-folders or not, an
+.npz, a dataset name) with the model's ``--scaling``, or what the model's report records. On unlabelled images, or
+with ``--min_agreement``, every accuracy is top-1 agreement with the original model and fine-tuning is pure
+distillation from it.
+
 Budget mode (``--latency_ms`` or ``--latency_fraction`` of the model's measured float32 latency): measures the
 model on ``--device`` in float32 and int8 and keeps the faster precision whose accuracy fits; builds (or loads,
 ``--table``) the device's latency table; prunes to the table's prediction (``--method``), fine-tunes with
@@ -12,9 +17,10 @@ distillation from the original, exports, measures on the device, and aims lower 
 the budget (``--max_rounds``). Says plainly when the budget cannot be met within ``--max_accuracy_drop`` points,
 with the best pair reached. Recipe mode runs the stages of ``--recipe`` (see tfcompress.pipeline.recipe).
 
-OUTPUT_DIR gets model.keras, model.tflite, recipe.json (what reproduces the result: ``--recipe`` it), summary.md,
-summary.json, summary.png, and one folder per stage or round; a rerun resumes where a run stopped. Exits with
-status 3 when the budget is not met (the outputs are written all the same: the best pair reached).
+OUTPUT_DIR gets model.keras (with model.keras.json: the original and the data it was judged on), model.tflite,
+recipe.json (what reproduces the result: ``--recipe`` it), summary.md, summary.json, summary.png, and one folder per
+stage or round; a rerun resumes where a run stopped. Exits with status 3 when the budget is not met (the outputs are
+written all the same: the best pair reached).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ flags.DEFINE_float("latency_fraction", None, "Budget mode: the latency to reach 
                    "measured float32 latency on --device, in (0, 1).")
 flags.DEFINE_float("max_accuracy_drop", 1.0, "Budget mode: top-1 points the result may lose (LiteRT, against "
                    "the float32 original).", lower_bound=0.0)
+flags.DEFINE_float("min_agreement", None, "Budget mode: instead of an accuracy limit, the top-1 agreement with the "
+                   "original model the result must keep, in (0, 1] (needs no labels; e.g. 0.97).")
+flags.register_validator("min_agreement", lambda v: v is None or 0 < v <= 1, message="--min_agreement: in (0, 1]")
 flags.DEFINE_enum("method", "fisher", ["fisher", "netadapt", "l1", "uniform"], "Budget mode: how to prune to "
                   "the table's prediction (latency-aware Fisher was best in benchmarks/results/netadapt.md).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "int8"], "Budget mode: export precision (auto: the "
@@ -69,12 +78,27 @@ flags.register_validator("holdout_fraction", lambda v: 0 < v < 1, message="--hol
 def main(argv: list[str]) -> None:
     del argv
     import tfcompress as tfc
-    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
+    from tfcompress.cli import flags as data_flags
+    from tfcompress.cli.flags import data_report, dataset_for_model, load_model_for_dataset, run_data
 
     folder = tfc.files.check_output_folder(FLAGS.output_dir)
     recipe = tfc.pipeline.Recipe.load(FLAGS.recipe) if FLAGS.recipe else None  # a bad recipe fails before work
     tfc.latency.open_device(FLAGS.device)
     model = load_model_for_dataset(FLAGS.model)
+    model_data = run_data("compression")
+    max_drop = FLAGS.max_accuracy_drop
+    if FLAGS.min_agreement is not None:  # judged by agreement with the original, whatever labels there are
+        if FLAGS["max_accuracy_drop"].present:
+            raise ValueError("give --max_accuracy_drop or --min_agreement, not both")
+        model_data = model_data.labelled_by(model, batch_size=FLAGS.batch_size, replace=True)
+        data_flags.use_data(model_data)
+        max_drop = 100.0 * (1.0 - FLAGS.min_agreement)  # the original agrees with itself: 100 %
+    print(f"data: {model_data.train.description} ({len(model_data.train)} images), test "
+          f"{model_data.test.description} ({len(model_data.test)}), scaling {model_data.preprocessing.describe()}; "
+          f"limit on {model_data.metric_name}")
+    # model.keras.json: the result records its original and data, so the next program (export, evaluate) finds them
+    tfc.files.write_json(folder / "model.keras.json", {"source": FLAGS.model, "metric": model_data.metric_name,
+                                                **data_report()})
     shape = model.input_shape
     context = tfc.pipeline.Context(
         original=model,
@@ -95,7 +119,7 @@ def main(argv: list[str]) -> None:
         return
     result = tfc.compress(
         model, context, folder=folder, latency_ms=FLAGS.latency_ms, latency_fraction=FLAGS.latency_fraction,
-        max_accuracy_drop=FLAGS.max_accuracy_drop, measurement=measurement, method=FLAGS.method,
+        max_accuracy_drop=max_drop, measurement=measurement, method=FLAGS.method,
         precision=FLAGS.precision, table_path=FLAGS.table, finetune_epochs=FLAGS.finetune_epochs, lr=FLAGS.lr,
         alpha=FLAGS.alpha, temperature=FLAGS.temperature, max_rounds=FLAGS.max_rounds,
         fisher_steps=FLAGS.fisher_steps, fisher_prune_every=FLAGS.fisher_prune_every,

@@ -76,14 +76,16 @@ def main(argv: list[str]) -> None:
     import numpy as np
 
     import tfcompress as tfc
-    from tfcompress.cli.flags import dataset_for_model
+    from tfcompress.cli.flags import data_report, dataset_for_model, has_data, load_model_for_dataset
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model])
     tfc.decomposition.Structure.parse(FLAGS.structure)  # a bad structure fails before any work
-    model = tfc.export.load_keras_model(FLAGS.model)
+    model = load_model_for_dataset(FLAGS.model)
     keras.utils.set_random_seed(FLAGS.seed)
     shape = model.input_shape
-    test = dataset_for_model(shape, "test")
+    if not FLAGS.data_free or FLAGS.finetune_epochs:
+        dataset_for_model(shape, "test")  # refuses, before any work, a model that has no data
+    test = dataset_for_model(shape, "test") if has_data() else None  # data-free without data: no accuracy
     holdout = None
     if not FLAGS.data_free:
         batches = dataset_for_model(shape, "holdout", holdout_fraction=FLAGS.holdout_fraction).unbatch()
@@ -101,8 +103,9 @@ def main(argv: list[str]) -> None:
     report["decomposition"] = {"seconds": round(result.seconds, 2), "settings": result.settings,
                                "layers": [choice.to_dict() for choice in result.layers]}
     report["after"] = _measurements(tfc, decomposed, test)
-    print(f"decomposed in {result.seconds:.1f} s: test accuracy {report['before']['accuracy']:.4f} → "
-          f"{report['after']['accuracy']:.4f}")
+    if test is not None:
+        print(f"decomposed in {result.seconds:.1f} s: test accuracy {report['before']['accuracy']:.4f} → "
+              f"{report['after']['accuracy']:.4f}")
     if FLAGS.finetune_epochs:
         train = dataset_for_model(shape, "train", holdout_fraction=FLAGS.holdout_fraction, augment=True,
                                   shuffle=True, seed=FLAGS.seed, limit=FLAGS.train_limit)
@@ -119,7 +122,8 @@ def main(argv: list[str]) -> None:
     _print_totals(report)
     tfc.files.save_model(decomposed, output)
     tfc.files.write_json(tfc.files.sidecar_path(output),
-                         {**report, "flags": {name: _json_value(FLAGS[name].value) for name in _OWN_FLAGS}})
+                         {**report, **data_report(),
+                          "flags": {name: _json_value(FLAGS[name].value) for name in _OWN_FLAGS}})
     print(f"→ {output}")
 
 
@@ -129,7 +133,8 @@ def _json_value(value):
 
 def _measurements(tfc, model, test) -> dict:
     total = tfc.profile.profile(model).total
-    return {"accuracy": tfc.training.evaluate(model, test)["accuracy"], "params": total.params,
+    accuracy = tfc.training.evaluate(model, test)["accuracy"] if test is not None else None
+    return {"accuracy": accuracy, "params": total.params,
             "nonzero_params": total.nonzero_params, "macs": total.macs}
 
 

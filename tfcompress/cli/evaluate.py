@@ -1,7 +1,11 @@
-"""Evaluates a .keras or .tflite model on a dataset's test split (LiteRT for .tflite).
+"""Evaluates a .keras or .tflite model on the test images of its data (LiteRT for .tflite).
 
-    python scripts/evaluate.py --model=models/lenet5_fashion_mnist.keras --dataset=fashion_mnist
-    python scripts/evaluate.py --model=/tmp/lenet5_int8.tflite --dataset=fashion_mnist --json=/tmp/eval.json
+    python scripts/evaluate.py --model=models/lenet5_fashion_mnist.keras
+    python scripts/evaluate.py --model=/tmp/lenet5_int8.tflite --json=/tmp/eval.json
+    python scripts/evaluate.py --model=dogs.keras --dataset=/data/dogs --scaling=tf
+
+The data is the model's (what its report records) unless ``--dataset`` says otherwise. On unlabelled images the
+number is top-1 agreement with the original model (the first of the reports' lineage).
 """
 
 from __future__ import annotations
@@ -27,26 +31,37 @@ def main(argv: list[str]) -> None:
     from pathlib import Path
 
     from tfcompress import files, runtime, training
-    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
+    from tfcompress.cli.flags import (
+        data_for_tflite,
+        data_report,
+        dataset_for_model,
+        load_model_for_dataset,
+        metric_name,
+        run_data,
+    )
 
     output = files.check_output(FLAGS.json, inputs=[FLAGS.model], kind="json") if FLAGS.json else None
     path = Path(FLAGS.model)
     split_options = {"holdout_fraction": FLAGS.holdout} if FLAGS.split == "holdout" else {}
     if path.suffix == ".tflite" or (path.is_file() and files.file_kind(path) == "tflite"):
         model = runtime.TFLiteModel(path, num_threads=FLAGS.threads)
+        data_for_tflite(FLAGS.model, model.input_shape, model.output_width)
         dataset = dataset_for_model((None, *model.input_shape), FLAGS.split, **split_options)
         metrics = runtime.evaluate_tflite(model, dataset, limit=FLAGS.limit)
         runner = "litert"
     else:
         model = load_model_for_dataset(FLAGS.model)
+        run_data("evaluation")
         dataset = dataset_for_model(model.input_shape, FLAGS.split, limit=FLAGS.limit, **split_options)
         metrics = training.evaluate(model, dataset)
         runner = "keras"
-    result = {"model": str(path), "runtime": runner, "dataset": FLAGS.dataset, "split": FLAGS.split, **metrics}
+    metric = metric_name()
+    result = {"model": str(path), "runtime": runner, "split": FLAGS.split, "metric": metric, **metrics,
+              **data_report()}
     if output is not None:
         files.write_json(output, result)
-    print(f"{path.name} ({runner}) on {FLAGS.dataset} {FLAGS.split}: accuracy {metrics['accuracy']:.4f} "
-          f"over {metrics['examples']} examples")
+    where = run_data().test.description if FLAGS.split == "test" else f"{FLAGS.split} of {run_data().train.description}"
+    print(f"{path.name} ({runner}) on {where}: {metric} {metrics['accuracy']:.4f} over {metrics['examples']} examples")
 
 
 def run() -> None:

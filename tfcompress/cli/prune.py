@@ -68,6 +68,8 @@ flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (SGD,
 flags.DEFINE_float("lr", None, "Fine-tuning learning rate (default 0.01 with SGD; 1e-4 with Adam for models with "
                    "ternary layers, centroids at a tenth).", lower_bound=0.0)
 flags.DEFINE_integer("train_limit", None, "Fine-tune on the first N training examples only.", lower_bound=1)
+flags.DEFINE_float("holdout_fraction", 0.1, "Training images kept out of the fine-tune to choose its best epoch.")
+flags.register_validator("holdout_fraction", lambda v: 0.0 < v < 1.0, message="--holdout_fraction must be in (0, 1)")
 flags.DEFINE_integer("seed", 0, "Seed (random importance, pruning batches, shuffling).")
 flags.DEFINE_string("output", None, "Output .keras path; OUTPUT.json beside it.")
 flags.DEFINE_bool("plot", False, "Also write OUTPUT.png: every channel group's count before and after pruning "
@@ -91,7 +93,7 @@ flags.register_multi_flags_validator(
 _OWN_FLAGS = (
     "model", "importance", "prune_batches", "target_channels", "target_macs", "target_params", "plan", "scope",
     "target_latency", "latency_table", "latency_precision", "channel_multiple", "keep_zeros", "finetune_epochs",
-    "lr", "train_limit", "seed", "dataset", "batch_size", "output", "plot",
+    "lr", "train_limit", "holdout_fraction", "seed", "dataset", "batch_size", "output", "plot",
 )
 
 
@@ -102,7 +104,7 @@ def main(argv: list[str]) -> None:
     import tfcompress as tfc
     from tfcompress import plots
     from tfcompress.cli import compression
-    from tfcompress.cli.flags import dataset_for_model, load_model_for_dataset
+    from tfcompress.cli.flags import data_report, dataset_for_model, has_data, load_model_for_dataset, metric_name
 
     output = tfc.files.check_output(FLAGS.output, inputs=[FLAGS.model, FLAGS.plan])
     sidecar = tfc.files.check_output(tfc.files.sidecar_path(output), inputs=[FLAGS.model, FLAGS.plan])
@@ -126,9 +128,14 @@ def main(argv: list[str]) -> None:
     if FLAGS.plan is None and FLAGS.importance in DATA_DRIVEN:  # before evaluating: refused models cost nothing
         tfc.training.check_logits(model, f"the {FLAGS.importance!r} importance")
     cost_fn = table.cost_fn(model, FLAGS.latency_precision) if table is not None else None  # refuses unknown units
-    test = dataset_for_model(model.input_shape, "test")
+    if FLAGS.finetune_epochs or (FLAGS.plan is None and FLAGS.importance in DATA_DRIVEN):
+        dataset_for_model(model.input_shape, "test")  # refuses, before any work, a model that has no data
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
-    accuracy_before = tfc.training.evaluate(model, test)["accuracy"]
+
+    def score(candidate) -> float | None:  # the model's metric on its test images, None without data
+        return tfc.training.evaluate(candidate, dataset_for_model(None, "test"))["accuracy"] if has_data() else None
+
+    accuracy_before = score(model)
 
     zero_fraction, holding_zeros = compression.plain_prunable_zeros(model)
     keep_zeros = FLAGS.keep_zeros if FLAGS.keep_zeros is not None else zero_fraction >= KEEP_ZEROS_THRESHOLD
@@ -168,14 +175,16 @@ def main(argv: list[str]) -> None:
                                         "device": table.meta.get("device")}
         print(f"predicted latency ({FLAGS.latency_precision}, {table.meta.get('device')}): {before.ms:.3f} ms → "
               f"{after.ms:.3f} ms ({after.ms / before.ms:.1%})")
-    accuracy_pruned = tfc.training.evaluate(small, test)["accuracy"]
+    accuracy_pruned = score(small)
 
     accuracy_finetuned = None
     if FLAGS.finetune_epochs:
-        train = dataset_for_model(small.input_shape, "train", augment=True, seed=FLAGS.seed, limit=FLAGS.train_limit)
-        how = _finetune(small, train)
-        accuracy_finetuned = tfc.training.evaluate(small, test)["accuracy"]
-        print(f"fine-tuned {FLAGS.finetune_epochs} epochs ({how}): accuracy {accuracy_finetuned:.4f}")
+        train = dataset_for_model(small.input_shape, "train", augment=True, seed=FLAGS.seed, limit=FLAGS.train_limit,
+                                  holdout_fraction=FLAGS.holdout_fraction)
+        holdout = dataset_for_model(small.input_shape, "holdout", holdout_fraction=FLAGS.holdout_fraction)
+        how = _finetune(small, train, holdout)
+        accuracy_finetuned = score(small)
+        print(f"fine-tuned {FLAGS.finetune_epochs} epochs ({how}): {metric_name()} {accuracy_finetuned:.4f}")
     print(tfc.profile.profile(small).table())
     kept = compression.compression_layers(small)
     sparsity = compression.masked_sparsity(small)
@@ -190,22 +199,27 @@ def main(argv: list[str]) -> None:
         "keep_zeros": {"enabled": bool(keep_zeros), "plain_prunable_zero_fraction": zero_fraction,
                        "wrapped": sorted(holding_zeros) if keep_zeros else []},
         "weight_mask_sparsity": sparsity,
+        "metric": metric_name(),
+        **data_report(),
         "flags": {name: FLAGS[name].value for name in _OWN_FLAGS},
     })
     if figure is not None:
         plots.channels_per_group(plan["groups"], figure, title=f"{Path(FLAGS.model).name} → {output.name}")
     finetuned = f", fine-tuned {FLAGS.finetune_epochs} epochs {accuracy_finetuned:.4f}" if FLAGS.finetune_epochs else ""
     masked = f"; weight masks {sparsity['sparsity']:.1%} zeros" if sparsity["params"] else ""
-    print(f"accuracy {accuracy_before:.4f} → pruned {accuracy_pruned:.4f}{finetuned}; "
+    scores = (f"{metric_name()} {accuracy_before:.4f} → pruned {accuracy_pruned:.4f}{finetuned}; " if has_data()
+              else "no data (the model records none; --dataset gives it): not evaluated; ")
+    print(f"{scores}"
           f"MACs ×{plan['macs_after'] / plan['macs_before']:.3f}, "
           f"params ×{plan['params_after'] / plan['params_before']:.3f}"
           f"{masked}; compression layers kept: {compression.describe(small)} → {output}"
           f"{f' (channels per group: {figure})' if figure is not None else ''}")
 
 
-def _finetune(model, train) -> str:
+def _finetune(model, train, holdout) -> str:
     """Fine-tunes in place: EC2T's retrain phase for a model with ternary layers (they stay ternary), else SGD
-    with a cosine schedule (weight masks keep their zeros under any optimizer). Returns how."""
+    with a cosine schedule (weight masks keep their zeros under any optimizer), keeping the weights of the best
+    holdout epoch (the starting ones included: a fine-tune never leaves the model worse). Returns how."""
     import tfcompress as tfc
     from tfcompress.quantization import ec2t, ternary
 
@@ -218,9 +232,11 @@ def _finetune(model, train) -> str:
     lr = FLAGS.lr if FLAGS.lr is not None else 0.01
     steps = FLAGS.finetune_epochs * int(train.cardinality())
     tfc.training.compile_classifier(model, tfc.training.sgd(lr, steps, "cosine"))
+    best = tfc.training.KeepBestEpoch(holdout)
     model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False,  # shuffled by tf.data
-              callbacks=[tfc.training.StopOnNonFinite("fine-tuning")])
-    return f"SGD {lr:g}, cosine"
+              callbacks=[tfc.training.StopOnNonFinite("fine-tuning"), best])
+    print(best.summary())
+    return f"SGD {lr:g}, cosine, best holdout epoch {best.best_epoch}"
 
 
 def _load_plan(path: str) -> dict:

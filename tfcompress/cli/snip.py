@@ -21,7 +21,7 @@ import time
 
 from absl import flags
 
-from tfcompress.cli.flags import define_dataset_flags, define_image_size_flag, define_json_flag
+from tfcompress.cli.flags import define_builtin_dataset_flags, define_image_size_flag, define_json_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet5", "Zoo model name, e.g. lenet_300_100, lenet5, resnet20, or a .keras model "
@@ -53,7 +53,7 @@ flags.DEFINE_bool("strip", False, "Save plain layers with the pruned weights at 
                   "instead of the WeightMask layers that keep them at zero through further training.")
 flags.DEFINE_string("output", None, "Output .keras path (WeightMask layers kept unless --strip).")
 define_image_size_flag()
-define_dataset_flags()
+define_builtin_dataset_flags()
 define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
 flags.FLAGS.set_default("batch_size", 100)  # the paper's pruning and training batch on MNIST
 flags.mark_flag_as_required("output")

@@ -58,7 +58,8 @@ flags.DEFINE_list("layers", None, "Layers to ternarize (default: every Conv2D ex
                   "projection shortcuts).")
 flags.DEFINE_bool("ternarize_shortcuts", False, "Also ternarize the 1×1 projection shortcuts (the reference keeps "
                   "them full precision); only without --layers.")
-flags.DEFINE_bool("augment", True, "Random crop (pad 4) and horizontal flip while training.")
+flags.DEFINE_bool("augment", False, "Random crop (pad 4) and horizontal flip while training (only if they suit "
+                  "your images: a flip is wrong for digits and text).")
 flags.DEFINE_integer("train_limit", None, "Train on the first N examples only (quick runs).", lower_bound=1)
 flags.DEFINE_enum("task", "cifar100", ["cifar100", "imagenet"], "MicroNet reference to score against.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -68,7 +69,7 @@ flags.DEFINE_string("output", None, "Output .keras path (ternary layers kept unl
 
 from tfcompress.cli.flags import define_dataset_flags  # noqa: E402
 
-define_dataset_flags()
+define_dataset_flags(augment_flag=False)
 flags.mark_flags_as_required(["model", "output"])
 flags.register_validator("output", lambda v: v is None or v.endswith(".keras"), message="--output must end in .keras")
 flags.register_validator("ini_c_divr", lambda v: v > 0, message="--ini_c_divr must be > 0 (reference 0.15–0.5)")

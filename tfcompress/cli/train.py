@@ -28,7 +28,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from tfcompress.cli.flags import define_dataset_flags, define_image_size_flag, define_json_flag
+from tfcompress.cli.flags import define_builtin_dataset_flags, define_image_size_flag, define_json_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name, e.g. lenet5, resnet20, wrn-40-2, mobilenet_v2, micronet.")
@@ -51,7 +51,7 @@ flags.DEFINE_float("alpha", 0.1, "Distillation: weight of the labels' cross-entr
 flags.DEFINE_float("temperature", 5.0, "Distillation temperature T (thesis code default 5; its report's best 2).")
 
 define_image_size_flag()
-define_dataset_flags()
+define_builtin_dataset_flags()
 define_json_flag("model_args", "JSON keyword arguments for the zoo builder, e.g. '{\"width_multiplier\": 0.5}'.")
 flags.mark_flag_as_required("output")
 flags.register_validator("holdout", lambda v: 0.0 <= v < 1.0, message="--holdout must be in [0, 1)")

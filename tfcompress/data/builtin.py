@@ -1,4 +1,4 @@
-"""Image classification datasets as ``tf.data`` pipelines.
+"""The built-in image classification datasets as ``tf.data`` pipelines.
 
 One entry point, :func:`load`, for mnist, fashion_mnist, kmnist, cifar10 and cifar100. Images are looked up
 in this order and the first source that has them wins:
@@ -413,9 +413,9 @@ def pipeline_options_for(model_input_shape: Sequence[int | None], name: str) -> 
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m tfcompress.data NAME [DATA_DIR]``: fetch (if needed) and summarise a dataset."""
+    """``python -m tfcompress.data.builtin NAME [DATA_DIR]``: fetch (if needed) and summarise a dataset."""
     if len(argv) not in (2, 3):
-        print(f"usage: python -m tfcompress.data {{{','.join(sorted(DATASETS))}}} [DATA_DIR]")
+        print(f"usage: python -m tfcompress.data.builtin {{{','.join(sorted(DATASETS))}}} [DATA_DIR]")
         return 2
     data_dir = argv[2] if len(argv) == 3 else None
     for split in ("train", "test"):

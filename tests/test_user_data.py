@@ -1,0 +1,208 @@
+"""The user's world: their images (class folders, a flat unlabelled folder, .npz arrays), their model (7 classes,
+32×32 RGB, [-1, 1] pixels, no report), through the data package and the scripts — and the one-line refusals of data
+the model was not made for."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_script
+from tfcompress import data, training
+
+CLASSES = 7
+
+
+def _user_model(classes: int = CLASSES, size: int = 32, channels: int = 3) -> keras.Model:
+    inputs = keras.Input((size, size, channels))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(x))
+    return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """Fashion-MNIST images of classes 0–6 as 40×40 RGB JPEGs in class folders and as a flat folder of PNGs, and a
+    7-class model trained briefly on them at 32×32 with [-1, 1] pixels (saved without a report)."""
+    root = tmp_path_factory.mktemp("user_world")
+    images, labels = data.load_arrays("fashion_mnist", "test")
+    keep = np.flatnonzero(labels < CLASSES)[:420]
+    for index in keep:
+        rgb = Image.fromarray(np.repeat(images[index], 3, axis=-1)).resize((40, 40))
+        folder = root / "photos" / f"class_{labels[index]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rgb.save(folder / f"{index}.jpg", quality=95)
+        (root / "unlabelled").mkdir(exist_ok=True)
+        rgb.save(root / "unlabelled" / f"{index}.png")
+    keras.utils.set_random_seed(0)
+    model = _user_model()
+    photos = data.ModelData.for_model(model, str(root / "photos"), data.Preprocessing("tf"))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(photos.batches("train", batch_size=32), epochs=12, verbose=0)
+    model.save(root / "user.keras")
+    return {"root": root, "model": model, "photos": photos}
+
+
+# ----------------------------------------------------------------------------------------------- data package
+
+
+def test_a_folder_is_labelled_by_its_class_folders_and_a_flat_one_is_unlabelled(world):
+    labelled = data.read_folder(world["root"] / "photos")
+    assert labelled.class_names == tuple(f"class_{i}" for i in range(CLASSES))
+    assert labelled.labelled and np.bincount(labelled.labels).size == CLASSES and len(labelled) == 420
+    flat = data.read_folder(world["root"] / "unlabelled")
+    assert not flat.labelled and len(flat) == 420
+    split = world["photos"]
+    assert len(split.train) + len(split.test) == 420 and abs(len(split.test) - 84) <= CLASSES  # 20 %, per class
+    assert set(split.train.paths).isdisjoint(split.test.paths)
+
+
+def test_arrays_and_the_mistakes_users_make_with_them(tmp_path):
+    images, labels = data.load_arrays("fashion_mnist", "test")
+    np.savez(tmp_path / "onehot.npz", x=images[:50, ..., 0], y=np.eye(10)[labels[:50]])
+    source = data.read_arrays(tmp_path / "onehot.npz")
+    np.testing.assert_array_equal(source.labels, labels[:50])
+    assert source.images.shape == (50, 28, 28, 1)
+    np.savez(tmp_path / "unit.npz", x=images[:10] / 255.0)
+    with pytest.raises(ValueError, match="within 0–1; give raw 0–255 pixels"):
+        data.read_arrays(tmp_path / "unit.npz")
+    np.savez(tmp_path / "nox.npz", images=images[:10])
+    with pytest.raises(ValueError, match="no 'x'"):
+        data.read_arrays(tmp_path / "nox.npz")
+    np.savez(tmp_path / "short.npz", x=images[:10], y=labels[:9])
+    with pytest.raises(ValueError, match="10 images in x but 9 labels"):
+        data.read_arrays(tmp_path / "short.npz")
+
+
+def test_data_the_model_was_not_made_for_is_refused_in_one_line(world, tmp_path):
+    root = world["root"]
+    with pytest.raises(ValueError, match="has 7 classes but the model outputs 5"):
+        data.ModelData.for_model(_user_model(classes=5), str(root / "photos"), data.Preprocessing("tf"))
+    with pytest.raises(ValueError, match=r"smaller than the model's input 64×64 .*40×40"):
+        data.ModelData.for_model(_user_model(size=64), str(root / "photos"), data.Preprocessing("tf"))
+    with pytest.raises(ValueError, match="fashion_mnist has 28×28 px images but the model takes 160×160"):
+        data.ModelData.for_model(_user_model(size=160), "fashion_mnist", None)
+    with pytest.raises(ValueError, match="fashion_mnist has 10 classes but the model outputs 7"):
+        data.ModelData.for_model(_user_model(size=28, channels=1), "fashion_mnist", None)
+    with pytest.raises(ValueError, match="say how the model scales pixels: --scaling="):
+        data.ModelData.for_model(world["model"], str(root / "photos"), None)
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((4, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="3-channel images but the model takes 1"):
+        data.ModelData.for_model(_user_model(channels=1), str(tmp_path / "rgb.npz"), data.Preprocessing("unit"))
+    (root / "photos_missing_class").mkdir()
+    for index in range(CLASSES - 1):  # class_6 missing: labels 0–5 would still be right, but a 7-class model …
+        (root / "photos_missing_class" / f"class_{index}").symlink_to(root / "photos" / f"class_{index}")
+    with pytest.raises(ValueError, match="every class the model outputs needs a folder"):
+        data.ModelData.for_model(world["model"], str(root / "photos_missing_class"), data.Preprocessing("tf"))
+
+
+def test_the_models_own_scaling(world):
+    pixels = np.array([[[[0.0, 128.0, 255.0]]]], np.float32)
+    np.testing.assert_allclose(data.Preprocessing("tf")(pixels), [[[[-1.0, 128 / 127.5 - 1, 1.0]]]], atol=1e-6)
+    np.testing.assert_allclose(data.Preprocessing("unit")(pixels), pixels / 255, atol=1e-6)
+    np.testing.assert_allclose(data.Preprocessing("caffe")(pixels), [[[[255 - 103.939, 128 - 116.779, -123.68]]]],
+                               atol=1e-4)  # BGR: blue (255) first
+    np.testing.assert_allclose(data.Preprocessing("torch")(pixels),
+                               [[[[(0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225]]]], atol=1e-5)
+    inputs = keras.Input((32, 32, 3))
+    backbone = keras.Model(inputs, keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255, name="scale")(inputs)))
+    outer_in = keras.Input((32, 32, 3))
+    nested = keras.Model(outer_in, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(backbone(outer_in))))
+    assert data.scales_itself(nested) == "scale"
+    assert data.preprocessing.for_model(nested) == data.Preprocessing("raw")
+    assert data.preprocessing.for_model(world["model"]) is None  # nothing says: the user is asked
+    with pytest.raises(ValueError, match="mean_std needs --mean and --std"):
+        data.Preprocessing("mean_std")
+
+
+def test_unlabelled_images_are_labelled_by_the_original_so_accuracy_is_agreement(world):
+    model = world["model"]
+    unlabelled = data.ModelData.for_model(model, str(world["root"] / "unlabelled"), data.Preprocessing("tf"))
+    assert unlabelled.labels is None
+    judged = unlabelled.labelled_by(model)
+    assert judged.metric_name == "agreement"
+    assert training.evaluate(model, judged.batches("test"))["accuracy"] == 1.0  # the original agrees with itself
+    other = _user_model()
+    agreement = training.evaluate(other, judged.batches("test"))["accuracy"]
+    decisions = [np.argmax(model.predict(x, verbose=0), -1) == np.argmax(other.predict(x, verbose=0), -1)
+                 for x in unlabelled.batches("test")]
+    assert agreement == pytest.approx(np.mean(np.concatenate(decisions)))
+
+
+def test_fine_tuning_keeps_the_starting_weights_when_no_epoch_beats_them(world):
+    model = keras.models.clone_model(world["model"])
+    model.set_weights(world["model"].get_weights())
+    photos = world["photos"]
+    wrong = photos.batches("train", batch_size=32).map(lambda x, y: (x, (y + 1) % CLASSES))  # harmful training
+    start = training.evaluate(model, photos.batches("test"))["accuracy"]
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    best = training.KeepBestEpoch(photos.batches("test"))
+    model.fit(wrong, epochs=2, verbose=0, callbacks=[best])
+    assert best.best_epoch == 0 and not best.helped and "did not help" in best.summary()
+    assert best.scores[1] < start
+    assert training.evaluate(model, photos.batches("test"))["accuracy"] == start
+    for kept, original in zip(model.get_weights(), world["model"].get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, original)
+
+
+# ---------------------------------------------------------------------------------------------------- scripts
+
+
+def test_npz_images_with_the_builtin_scaling_score_exactly_as_the_builtin_pipeline(repo, tmp_path):
+    images, labels = data.load_arrays("fashion_mnist", "test")
+    np.savez(tmp_path / "test.npz", x=images[:300], y=labels[:300])
+    mean, std = data.channel_stats("fashion_mnist")
+    lenet = repo / "models" / "lenet5_fashion_mnist.keras"
+    run_script("evaluate", f"--model={lenet}", f"--dataset={tmp_path / 'test.npz'}",
+               f"--test_data={tmp_path / 'test.npz'}", "--scaling=mean_std", f"--mean={mean[0]}", f"--std={std[0]}",
+               f"--json={tmp_path / 'e.json'}")
+    result = json.loads((tmp_path / "e.json").read_text())
+    builtin = training.evaluate(keras.models.load_model(lenet), data.load("fashion_mnist", "test", limit=300))
+    assert result["examples"] == 300 and result["accuracy"] == pytest.approx(builtin["accuracy"], abs=1e-9)
+    assert result["metric"] == "accuracy" and result["preprocessing"]["scaling"] == "mean_std"
+
+
+def test_scripts_on_a_users_model_and_unlabelled_photos(world, tmp_path):
+    root, model_path = world["root"], world["root"] / "user.keras"
+    nothing = run_script("evaluate", f"--model={model_path}", check=False)
+    assert nothing.returncode == 1 and "records no dataset: give --dataset=" in nothing.stderr
+    assert len(nothing.stderr.strip().splitlines()) == 1
+    wrong = run_script("prune", f"--model={model_path}", "--dataset=fashion_mnist", "--target_channels=0.5",
+                       f"--output={tmp_path / 'x.keras'}", check=False)
+    assert wrong.returncode == 1 and "fashion_mnist has 10 classes but the model outputs 7" in wrong.stderr
+    assert not (tmp_path / "x.keras").exists()
+
+    # labelled photos: the script's accuracy is the model's on the same deterministic test split
+    run_script("evaluate", f"--model={model_path}", f"--dataset={root / 'photos'}", "--scaling=tf",
+               f"--json={tmp_path / 'photos.json'}")
+    scored = json.loads((tmp_path / "photos.json").read_text())
+    direct = training.evaluate(world["model"], world["photos"].batches("test"))
+    assert scored["accuracy"] == pytest.approx(direct["accuracy"]) and scored["examples"] == direct["examples"]
+    assert direct["accuracy"] > 0.6  # trained: the checks below compare decisions that mean something
+
+    # unlabelled photos: prune + fine-tune by agreement; the report records the data for the next program
+    pruned = tmp_path / "pruned.keras"
+    out = run_script("prune", f"--model={model_path}", f"--dataset={root / 'unlabelled'}", "--scaling=tf",
+                     "--target_channels=0.75", "--finetune_epochs=1", "--lr=0.002", f"--output={pruned}").stdout
+    report = json.loads((tmp_path / "pruned.keras.json").read_text())
+    assert report["metric"] == "agreement" and report["accuracy_before"] == 1.0
+    assert report["dataset"] == str(root / "unlabelled") and report["preprocessing"] == {"scaling": "tf"}
+    assert report["accuracy_finetuned"] >= report["accuracy_pruned"]  # the best holdout epoch, never worse
+    assert "agreement 1.0000 → pruned" in out
+
+    # int8 export without a data flag: calibrated and checked on the photos the lineage records
+    tflite = tmp_path / "pruned_int8.tflite"
+    run_script("export", f"--model={pruned}", "--quantization=int8", f"--output={tflite}")
+    exported = json.loads((tmp_path / "pruned_int8.tflite.json").read_text())
+    assert str(root / "unlabelled") in exported["parity"]["inputs"]
+    assert exported["parity"]["top1_agreement"] >= 0.9
+    run_script("evaluate", f"--model={tflite}", f"--json={tmp_path / 'lite.json'}")
+    lite = json.loads((tmp_path / "lite.json").read_text())
+    assert lite["metric"] == "agreement" and lite["examples"] == 84  # 20 % of the 420 unlabelled photos
+    assert abs(lite["accuracy"] - report["accuracy_finetuned"]) <= 0.1  # int8 of the pruned model vs the original

@@ -206,3 +206,59 @@ def test_scripts_on_a_users_model_and_unlabelled_photos(world, tmp_path):
     lite = json.loads((tmp_path / "lite.json").read_text())
     assert lite["metric"] == "agreement" and lite["examples"] == 84  # 20 % of the 420 unlabelled photos
     assert abs(lite["accuracy"] - report["accuracy_finetuned"]) <= 0.1  # int8 of the pruned model vs the original
+
+
+CUSTOM_LAYERS = '''
+import keras
+
+
+class Scale(keras.layers.Layer):
+    """A custom layer, as users' old models have: multiplies by a learned scalar."""
+
+    def build(self, input_shape):
+        self.factor = self.add_weight(shape=(), initializer="ones", name="factor")
+
+    def call(self, x):
+        return x * self.factor
+'''
+
+
+def test_model_files_users_have_hdf5_custom_layers_savedmodel_subclassed(world, tmp_path):
+    import importlib.util
+
+    (tmp_path / "my_layers.py").write_text(CUSTOM_LAYERS)
+    spec = importlib.util.spec_from_file_location("my_layers", tmp_path / "my_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inputs = keras.Input((32, 32, 3))
+    x = module.Scale(name="scale")(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "legacy.h5")  # HDF5, the format of Keras 2 files
+    photos = f"--dataset={world['root'] / 'photos'}"
+    missing = run_script("evaluate", f"--model={tmp_path / 'legacy.h5'}", photos, "--scaling=tf", check=False)
+    assert missing.returncode == 1 and "--custom_objects" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    run_script("evaluate", f"--model={tmp_path / 'legacy.h5'}", photos, "--scaling=tf",
+               f"--custom_objects={tmp_path / 'my_layers.py'}", f"--json={tmp_path / 'e.json'}")
+    expected = training.evaluate(model, world["photos"].batches("test"))["accuracy"]
+    assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == pytest.approx(expected)
+
+    model.export(tmp_path / "saved", verbose=False)  # a SavedModel folder
+    saved = run_script("evaluate", f"--model={tmp_path / 'saved'}", photos, check=False)
+    assert saved.returncode == 1 and "is a TensorFlow SavedModel" in saved.stderr and "model.save(" in saved.stderr
+
+    class Subclassed(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(CLASSES)
+
+        def call(self, x):
+            return self.dense(keras.ops.mean(x, axis=(1, 2)))
+
+    from tfcompress import export
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 32, 32, 3), np.float32))
+    subclassed.save(tmp_path / "sub.keras")
+    with pytest.raises(ValueError, match=r"subclassed model .*rebuild it as a functional model"):
+        export.load_keras_model(tmp_path / "sub.keras", custom_objects={"Subclassed": Subclassed})

@@ -69,18 +69,24 @@ def strip(model: keras.Model) -> keras.Model:
 # ------------------------------------------------------------------------------------------------ conversion
 
 
-def load_keras_model(path: str | os.PathLike) -> keras.Model:
-    """Loads a ``.keras`` model (safe mode, without its compile state) for any tfcompress program.
+def load_keras_model(path: str | os.PathLike, custom_objects: dict[str, Any] | None = None) -> keras.Model:
+    """Loads a ``.keras`` or HDF5 (``.h5``, Keras 2 or 3) model (safe mode, without its compile state) for any
+    tfcompress program; ``custom_objects`` are the classes and functions its config names that Keras does not know.
 
     Every program that reads a model reads it here, so every one says the same thing about a file that is not
-    one: what the file is instead (empty, a .tflite, a damaged archive, ...), from its content, not its name.
+    one: what the file is instead (empty, a .tflite, a damaged archive, a SavedModel folder, ...), from its content,
+    not its name. A subclassed model is refused: tfcompress edits the layer graph, which only a functional (or
+    Sequential) model has.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a loadable Keras model (the message says what it is).
+        ValueError: not a loadable functional Keras model (the message says what it is and what to do).
         training.NonFiniteError: a weight is NaN or infinite (the message names it).
     """
     path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise ValueError(f"{path} is a TensorFlow SavedModel, which has no Keras layer graph to compress; load the "
+                         "model in the Keras that made it and save it with model.save('model.keras') (or .h5)")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a model file (.keras)")
     if not path.is_file():
@@ -94,11 +100,26 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
     if path.suffix not in (".keras", ".h5"):  # Keras itself insists on the suffix
         raise ValueError(f"{path} holds a Keras model but Keras loads only files named .keras; rename it")
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
     except Exception as error:  # zipfile, h5py and deserialization errors all mean "not a usable model"
-        raise ValueError(f"{path} could not be loaded as a Keras model: {type(error).__name__}: {error}") from error
+        text = " ".join(str(error).split())
+        hint = ("; it names a class or function Keras does not know: give the module that defines it with "
+                "--custom_objects (custom_objects= in Python)" if "unknown" in text.lower() or "custom" in
+                text.lower() else "")
+        raise ValueError(f"{path} could not be loaded as a Keras model: {type(error).__name__}: {text[:400]}"
+                         f"{hint}") from error
+    if not isinstance(model, keras.Sequential) and not _is_functional(model):
+        raise ValueError(f"{path} holds a subclassed model ({type(model).__name__}), whose layer graph Keras does not "
+                         "record; rebuild it as a functional model (keras.Model(inputs, outputs)) with the same "
+                         "layers and weights, and save that")
     training.check_finite(model, f"model file {str(path)!r}")
     return model
+
+
+def _is_functional(model: keras.Model) -> bool:
+    from keras.src.models.functional import Functional  # no public name for "a functional model" in Keras 3
+
+    return isinstance(model, Functional)
 
 
 def representative_samples(data: Any, num_samples: int) -> Iterator[np.ndarray]:

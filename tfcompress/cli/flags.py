@@ -46,6 +46,8 @@ def define_dataset_flags(default: str | None = None, augment_flag: bool = True) 
     flags.DEFINE_list("std", None, "Per-channel std in 0–1 units, with --scaling=mean_std.")
     flags.DEFINE_string("data_dir", None, "Folder with a built-in dataset's files (IDX .gz or CIFAR binary).")
     flags.DEFINE_integer("batch_size", 128, "Examples per batch.", lower_bound=1)
+    flags.DEFINE_string("custom_objects", None, "A Python module (import name or .py file) defining the custom layers "
+                        "and functions the model file names.")
     if augment_flag:
         flags.DEFINE_bool("augment", False, "Random crop and horizontal flip while training (only if they suit your "
                           "images: a flip is wrong for digits and text).")
@@ -124,7 +126,7 @@ def load_model_for_dataset(path: str) -> keras.Model:
     """
     from tfcompress import export
 
-    model = export.load_keras_model(path)
+    model = export.load_keras_model(path, custom_objects())
     spec, preprocessing, separate = _data_choice(path, model)
     if spec is not None and None in model.input_shape[1:3]:
         model = _fixed_input(model, path, spec)
@@ -134,7 +136,7 @@ def load_model_for_dataset(path: str) -> keras.Model:
     model_data = data.ModelData.for_model(model, spec, preprocessing, **separate)
     if model_data.labels is None:
         original = original_model_path(path)
-        teacher = model if Path(original) == Path(path) else export.load_keras_model(original)
+        teacher = model if Path(original) == Path(path) else export.load_keras_model(original, custom_objects())
         print(f"unlabelled images: labelled by the top-1 of {original} (accuracy below is agreement with it)")
         model_data = model_data.labelled_by(teacher, batch_size=flags.FLAGS.batch_size)
     _RUN["data"] = model_data
@@ -157,9 +159,34 @@ def data_for_tflite(path: str, input_shape: tuple[int, ...], output_width: int |
         if original.suffix != ".keras":
             raise ValueError(f"{path}: unlabelled images need the original Keras model to label them, and no report "
                              "leads to it; give labelled images or evaluate the .keras model")
-        model_data = model_data.labelled_by(export.load_keras_model(original), batch_size=flags.FLAGS.batch_size)
+        model_data = model_data.labelled_by(export.load_keras_model(original, custom_objects()),
+                                            batch_size=flags.FLAGS.batch_size)
     _RUN["data"] = model_data
     return model_data
+
+
+def custom_objects() -> dict[str, Any] | None:
+    """The public classes and functions of ``--custom_objects`` (a module name or a .py file), or None."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    name = _flag("custom_objects")
+    if not name:
+        return None
+    try:
+        if name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
+            if spec is None or not Path(name).is_file():
+                raise ImportError(f"no such file {name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(name)
+    except Exception as error:  # the user's module: any error in it is theirs to see, in one line
+        raise ValueError(f"--custom_objects {name!r} could not be imported: {type(error).__name__}: {error}") from None
+    return {key: value for key, value in vars(module).items()
+            if not key.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))}
 
 
 def _data_choice(path: str, model: keras.Model | None) -> tuple[str | None, data.Preprocessing | None, dict]:

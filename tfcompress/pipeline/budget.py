@@ -9,7 +9,9 @@
    at most :data:`INT8_MARGIN` of float32's time side by side, else float32 (int8 is slower than float32 on
    some hosts, and a tie within the noise is not worth its accuracy; ``precision=`` overrides).
 3. The device's latency table at that precision is loaded (``table_path``, if it was measured on this device)
-   or built and saved there.
+   or built and saved there. When the table says pruning cannot reach the budget at that precision (its floor,
+   every group at one channel, corrected by this model's measured time, is above it — int8 kernels with a large
+   fixed cost per operator), float32 is tried next.
 4. A round prunes the *original* model to the table's prediction of the target (``method``: latency-aware
    Fisher by default, the best of ``benchmarks/results/netadapt.md``; netadapt, l1 or uniform), fine-tunes it
    with distillation from the original, exports it and **measures it on the device**. The table's prediction
@@ -140,9 +142,9 @@ def compress(
     reference = by_precision["float32"]
     target_ms = latency_ms if latency_ms is not None else latency_fraction * reference["latency_ms"]
     drop = {p: 100 * (reference["litert_accuracy"] - row["litert_accuracy"]) for p, row in by_precision.items()}
-    if precision == "auto":
-        faster = by_precision["int8"]["latency_ms"] <= INT8_MARGIN * by_precision["float32"]["latency_ms"]
-        precision = "int8" if faster and drop["int8"] <= max_accuracy_drop else "float32"
+    candidates = [precision] if precision != "auto" else _precision_order(
+        {p: row["latency_ms"] for p, row in by_precision.items()}, drop, max_accuracy_drop)
+    precision = candidates[0]
     context.say(f"budget {target_ms:.3f} ms on {reference['host'].get('device')}: float32 "
                 f"{by_precision['float32']['latency_ms']:.3f} ms, int8 {by_precision['int8']['latency_ms']:.3f} ms "
                 f"(LiteRT accuracy {-drop['int8']:+.2f} points) → {precision}")
@@ -153,15 +155,23 @@ def compress(
         return _finish(folder, base.model, exported[precision], recipe, rows, target_ms, precision, True,
                        f"the model already meets the budget in {precision}: {start_ms:.3f} ms")
 
-    # 3. the device's latency table at that precision
-    table_path = Path(str(table_path if table_path is not None else folder / "latency_table_{precision}.npz")
-                      .format(precision=precision))
-    table = latency.load_or_build_table(model, latency.open_device(measurement.device), table_path, precision,
-                                        threads=measurement.threads, say=context.say,
-                                        progress=context.progress is not None)
+    # 3. the device's latency table at that precision; the next precision when pruning cannot reach the budget in
+    # this one (int8 ResNet-20 on a VNNI host: the table's floor, every group at one channel, is 0.97× the model)
+    table_template = str(table_path if table_path is not None else folder / "latency_table_{precision}.npz")
+
+    def reach(precision_name: str) -> tuple[latency.Table, Path, float]:
+        path = Path(table_template.format(precision=precision_name))
+        table = latency.load_or_build_table(model, latency.open_device(measurement.device), path, precision_name,
+                                            threads=measurement.threads, say=context.say,
+                                            progress=context.progress is not None)
+        floor = _floor_fraction(model, table, precision_name)
+        return table, path, floor * by_precision[precision_name]["latency_ms"]
+
+    precision, (table, table_path, floor_ms) = _reachable_precision(candidates, reach, target_ms, context.say)
+    start_ms = by_precision[precision]["latency_ms"]
     predicted_full = table.predict(model, precision).total_us / 1000
     context = dataclasses.replace(context, table=table)
-    floor = _floor_fraction(model, table, precision)
+    floor = floor_ms / start_ms
 
     # 4. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again
     aims = _Aims(target_ms, predicted_full, floor, correction=start_ms / predicted_full)
@@ -299,10 +309,37 @@ class _Aims:
         aim = aim_ms / self.predicted_full_ms
         if aim < self.floor:
             if not fast and self.too_slow_ms <= self.floor * self.predicted_full_ms * 1.001:
-                self.stop_reason = "every channel group is already at its floor: pruning goes no further"
+                self.stop_reason = ("the table's floor (every group at one channel) was measured and is too slow: "
+                                    "pruning at this precision goes no further")
                 return None
             aim = self.floor
         return min(aim, 1.0)
+
+
+def _precision_order(latency_ms: dict[str, float], drop: dict[str, float], max_drop: float) -> list[str]:
+    """The precisions to try, best first: int8 when its accuracy fits and it runs at most :data:`INT8_MARGIN` of
+    float32's time side by side, then float32; float32 alone otherwise."""
+    faster = latency_ms["int8"] <= INT8_MARGIN * latency_ms["float32"]
+    return ["int8", "float32"] if faster and drop["int8"] <= max_drop else ["float32"]
+
+
+def _reachable_precision(candidates: list[str], reach: Any, target_ms: float, say: Any
+                         ) -> tuple[str, tuple[Any, ...]]:
+    """The first of ``candidates`` whose pruning can reach ``target_ms``: ``reach(precision)`` returns (table,
+    path, floor_ms), the table's floor corrected by this model's measured time; when none can, the one with the
+    lowest floor. Tables are built only as far as needed."""
+    reached: dict[str, tuple[Any, ...]] = {}
+    for precision in candidates:
+        reached[precision] = reach(precision)
+        floor_ms = reached[precision][-1]
+        if floor_ms <= target_ms:
+            return precision, reached[precision]
+        if precision != candidates[-1]:
+            say(f"{precision}: the table's floor (every group at one channel) is {floor_ms:.3f} ms for this model, "
+                f"above the budget {target_ms:.3f} ms: pruning cannot reach it in {precision}; trying "
+                f"{candidates[candidates.index(precision) + 1]}")
+    precision = min(reached, key=lambda name: reached[name][-1])
+    return precision, reached[precision]
 
 
 def _architecture(model: keras.Model) -> str:

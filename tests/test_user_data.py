@@ -262,3 +262,62 @@ def test_model_files_users_have_hdf5_custom_layers_savedmodel_subclassed(world, 
     subclassed.save(tmp_path / "sub.keras")
     with pytest.raises(ValueError, match=r"subclassed model .*rebuild it as a functional model"):
         export.load_keras_model(tmp_path / "sub.keras", custom_objects={"Subclassed": Subclassed})
+
+
+def _face_net() -> keras.Model:
+    """A 24×24 face/non-face net with three heads (class, box, refined box), PReLU as in MTCNN's R-Net."""
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv1")(inputs)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="prelu1")(x)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(16, 3, name="conv2")(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="prelu2")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc")(x)
+    return keras.Model(inputs, [keras.layers.Dense(2, name="face")(x), keras.layers.Dense(4, name="box")(x),
+                                keras.layers.Dense(4, name="box_refined")(x)])
+
+
+def test_a_model_with_three_outputs_through_data_prune_export_and_litert(world, tmp_path):
+    from tfcompress import export, runtime
+
+    keras.utils.set_random_seed(1)
+    model = _face_net()
+    model.save(tmp_path / "face.keras")
+    unlabelled = f"--dataset={world['root'] / 'unlabelled'}"
+    with pytest.raises(ValueError, match="has class labels but the model has 3 outputs"):
+        data.ModelData.for_model(model, str(world["root"] / "photos"), data.Preprocessing("unit"))
+    judged = data.ModelData.for_model(model, str(world["root"] / "unlabelled"), data.Preprocessing("unit")) \
+        .labelled_by(model)
+    assert judged.metric_name == "output error"
+    own = training.evaluate(model, judged.batches("test"))
+    assert own["output_error"] == 0.0 and own["per_output_error"] == [0.0, 0.0, 0.0] and own["agreement"] == 1.0
+
+    # LiteRT returns every output, in the Keras model's order (two heads of equal width would swap unnoticed)
+    x = next(iter(judged.batches("test", batch_size=16)))[0].numpy()
+    lite = runtime.TFLiteModel(export.to_tflite(model))
+    assert lite.num_outputs == 3
+    for expected, got in zip(model(x), lite.predict(x), strict=True):
+        np.testing.assert_allclose(got, np.asarray(expected), atol=1e-5)
+
+    pruned = tmp_path / "face_pruned.keras"
+    out = run_script("prune", f"--model={tmp_path / 'face.keras'}", unlabelled, "--scaling=unit",
+                     "--target_channels=0.75", "--finetune_epochs=1", "--lr=0.001", f"--output={pruned}").stdout
+    report = json.loads((tmp_path / "face_pruned.keras.json").read_text())
+    assert report["metric"] == "output error" and report["accuracy_before"] == 0.0
+    # a random net's heads vary little, so 25 % fewer channels move them by about their spread (1.4 measured);
+    # one epoch of matching the original's outputs brings them back (1.26), and never makes them worse
+    assert report["accuracy_pruned"] > 0.0 and report["accuracy_finetuned"] < report["accuracy_pruned"]
+    assert "outputs are the targets of every head" in out
+    tflite = tmp_path / "face_int8.tflite"
+    run_script("export", f"--model={pruned}", "--quantization=int8", f"--output={tflite}")
+    parity = json.loads((tmp_path / "face_int8.tflite.json").read_text())["parity"]
+    assert len(parity["per_output_relative_diff"]) == 3 and parity["keras_accuracy"] is None
+    run_script("export", f"--model={pruned}", f"--output={tmp_path / 'face.tflite'}")
+    float_parity = json.loads((tmp_path / "face.tflite.json").read_text())["parity"]
+    assert max(float_parity["per_output_relative_diff"]) <= 1e-4
+    printed = run_script("evaluate", f"--model={tflite}", f"--json={tmp_path / 'lite.json'}").stdout
+    lite_report = json.loads((tmp_path / "lite.json").read_text())
+    assert lite_report["metric"] == "output error" and len(lite_report["per_output_error"]) == 3
+    assert "per output:" in printed  # int8 in LiteRT as far from the original as the pruned Keras model is
+    assert abs(lite_report["output_error"] - report["accuracy_finetuned"]) < 0.1

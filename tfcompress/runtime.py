@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tfcompress import files
+from tfcompress import files, training
 from tfcompress import progress as progress_bars
 from tfcompress.training import NonFiniteError
 
@@ -76,9 +77,11 @@ class TFLiteModel:
         self.flatbuffer = read_tflite(source)
         self.interpreter, self.kernels = open_interpreter(self.flatbuffer, num_threads)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"expected a model with one input and one output, got {len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0], outputs[0]
+        if len(inputs) != 1:
+            raise ValueError(f"expected a model with one image input, got {len(inputs)} inputs")
+        self._input = inputs[0]
+        self._outputs = sorted(outputs, key=_output_position)  # the Keras model's order
+        self._output = self._outputs[0]
         self.batch_size = batch_size if self._input["shape_signature"][0] == -1 else int(self._input["shape"][0])
         self._allocated_batch = None
 
@@ -88,8 +91,12 @@ class TFLiteModel:
 
     @property
     def output_width(self) -> int:
-        """The last dimension of the output (a classifier's class count)."""
+        """The last dimension of the (first) output (a classifier's class count)."""
         return int(self._output["shape"][-1])
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self._outputs)
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -112,14 +119,16 @@ class TFLiteModel:
         info = np.iinfo(self.input_dtype)
         return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(self.input_dtype)
 
-    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        if self.output_dtype == np.float32:
+    @staticmethod
+    def _dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+        if np.dtype(detail["dtype"]) == np.float32:
             return y
-        scale, zero_point = self._output["quantization"]
+        scale, zero_point = detail["quantization"]
         return (y.astype(np.float32) - zero_point) * scale
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float outputs for a float input batch of any size."""
+    def predict(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Float outputs for a float input batch of any size: an array, or a list in the Keras model's order for a
+        model with several outputs."""
         x = np.asarray(x, dtype=np.float32)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"input shape {x.shape[1:]} does not match the model's {self.input_shape}")
@@ -134,9 +143,19 @@ class TFLiteModel:
                 feed = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
             self.interpreter.set_tensor(self._input["index"], self._quantize_input(feed))
             self.interpreter.invoke()
-            output = self.interpreter.get_tensor(self._output["index"])[: len(chunk)]
-            results.append(self._dequantize_output(output))
-        return np.concatenate(results)
+            results.append([self._dequantize_output(self.interpreter.get_tensor(detail["index"])[: len(chunk)], detail)
+                            for detail in self._outputs])
+        outputs = [np.concatenate(head) for head in zip(*results, strict=True)]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _output_position(detail: dict) -> tuple[int, str]:
+    """Where an output of a converted function stands among the Keras model's outputs: the k of ``Identity_k`` or
+    ``StatefulPartitionedCall:k`` (the interpreter lists them in tensor order, not the model's)."""
+    match = re.fullmatch(r"(?:.*Identity(?:_(\d+))?|.*:(\d+))", detail["name"])
+    if match is None:
+        return (1 << 30, detail["name"])
+    return (int(match.group(1) or match.group(2) or 0), detail["name"])
 
 
 def _batch_count(dataset: Any) -> int | None:
@@ -156,13 +175,15 @@ def _batches(dataset: Any, limit: int | None, desc: str | None = None, enable: b
     seen = 0
     with progress_bars.bar(_batch_count(dataset), desc or "", unit="batch", enable=enable and desc is not None) as bar:
         for x, y in dataset:
-            x, y = np.asarray(x), np.asarray(y)
+            x = np.asarray(x)
+            y = tuple(np.asarray(head) for head in y) if isinstance(y, tuple | list) else np.asarray(y)
             if limit is not None:
-                if bar.n == 0 and bar.total is not None and len(y):  # the batches the limit leaves
-                    bar.set_total(min(bar.total, -(-limit // len(y))))
-                x, y = x[: limit - seen], y[: limit - seen]
+                if bar.n == 0 and bar.total is not None and len(x):  # the batches the limit leaves
+                    bar.set_total(min(bar.total, -(-limit // len(x))))
+                x = x[: limit - seen]
+                y = tuple(head[: len(x)] for head in y) if isinstance(y, tuple) else y[: len(x)]
             yield x, y
-            seen += len(y)
+            seen += len(x)
             bar.update(1)
             if limit is not None and seen >= limit:
                 return
@@ -176,12 +197,20 @@ def evaluate_tflite(model: TFLiteModel | bytes | str | os.PathLike, dataset: tf.
     """
     runner = model if isinstance(model, TFLiteModel) else TFLiteModel(model)
     correct = total = 0
+    outputs_seen, targets_seen = [], []
     for x, y in _batches(dataset, limit, "LiteRT evaluation", progress):
         outputs = runner.predict(x)
-        _check_finite_outputs(outputs, "the LiteRT model", total)
-        correct += int(np.sum(np.argmax(outputs, axis=-1) == y))
-        total += len(y)
-    return {"accuracy": correct / total, "examples": total}
+        for head in heads(outputs):
+            _check_finite_outputs(head, "the LiteRT model", total)
+        if isinstance(y, tuple):  # the original's outputs, one array per head: fidelity, not accuracy
+            outputs_seen.append(heads(outputs))
+            targets_seen.append(y)
+        else:
+            correct += int(np.sum(np.argmax(outputs, axis=-1) == y))
+        total += len(x)
+    if outputs_seen:
+        return training.fidelity(outputs_seen, targets_seen)
+    return {"accuracy": correct / total, "score": correct / total, "examples": total}
 
 
 def _check_finite_outputs(outputs: np.ndarray, who: str, offset: int = 0) -> None:
@@ -197,45 +226,67 @@ class Parity:
     """How closely a ``.tflite`` reproduces its Keras model on the same inputs.
 
     Attributes:
-        max_abs_diff: largest |logit_keras − logit_tflite|.
-        relative_max_abs_diff: ``max_abs_diff`` divided by the range of the Keras logits (max − min), the
-            scale-free number the float bound (≤ 1e-4) applies to.
-        top1_agreement: fraction of inputs where both pick the same class (the int8 bound is ≥ 0.99).
-        keras_accuracy, tflite_accuracy: top-1 accuracy of each on the labels.
+        max_abs_diff: largest |output_keras − output_tflite| over every output.
+        relative_max_abs_diff: the largest, over the outputs, of an output's ``max_abs_diff`` divided by the range
+            of its Keras values (max − min): the scale-free number the float bound (≤ 1e-4) applies to.
+        top1_agreement: fraction of inputs where both pick the same class on the first output (the int8 bound is
+            ≥ 0.99; 1.0 for a first output of width 1).
+        keras_accuracy, tflite_accuracy: top-1 accuracy of each on the labels (None when the targets are not class
+            labels, e.g. the original's outputs of a model with several heads).
         examples: inputs compared.
+        per_output_relative_diff: each output's relative max abs diff (one entry per output).
     """
 
     max_abs_diff: float
     relative_max_abs_diff: float
     top1_agreement: float
-    keras_accuracy: float
-    tflite_accuracy: float
+    keras_accuracy: float | None
+    tflite_accuracy: float | None
     examples: int
+    per_output_relative_diff: tuple[float, ...] = ()
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["per_output_relative_diff"] = list(self.per_output_relative_diff)
+        return values
+
+
+def heads(outputs: Any) -> list[np.ndarray]:
+    """A model's outputs as a list of arrays in the model's order, for one output or several."""
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    return [np.asarray(head) for head in outputs] if isinstance(outputs, list | tuple) else [np.asarray(outputs)]
 
 
 def parity(keras_model: keras.Model, tflite: TFLiteModel | bytes | str | os.PathLike, dataset: tf.data.Dataset,
            limit: int | None = None, *, progress: bool = True) -> Parity:
-    """Compares Keras and LiteRT outputs of the same model on a dataset's inputs (``progress`` as in
+    """Compares Keras and LiteRT outputs of the same model on a dataset's inputs, every output (``progress`` as in
     :func:`evaluate_tflite`)."""
     runner = tflite if isinstance(tflite, TFLiteModel) else TFLiteModel(tflite)
-    keras_logits, lite_logits, labels = [], [], []
+    keras_batches, lite_batches, labels = [], [], []
     for x, y in _batches(dataset, limit, "LiteRT parity", progress):
-        keras_logits.append(np.asarray(keras_model(x, training=False)))
-        lite_logits.append(runner.predict(x))
+        keras_batches.append(heads(keras_model(x, training=False)))
+        lite_batches.append(heads(runner.predict(x)))
         labels.append(y)
-    reference, lite, labels = np.concatenate(keras_logits), np.concatenate(lite_logits), np.concatenate(labels)
-    _check_finite_outputs(reference, f"the Keras model {keras_model.name!r}")  # NaN == NaN would be "agreement"
-    _check_finite_outputs(lite, "the LiteRT model")
-    diff = float(np.max(np.abs(reference - lite)))
-    logit_range = float(reference.max() - reference.min()) or 1.0
+    reference = [np.concatenate(head) for head in zip(*keras_batches, strict=True)]
+    lite = [np.concatenate(head) for head in zip(*lite_batches, strict=True)]
+    for head, (expected, got) in enumerate(zip(reference, lite, strict=True)):
+        name = f" (output {head})" if len(reference) > 1 else ""
+        _check_finite_outputs(expected, f"the Keras model {keras_model.name!r}{name}")  # NaN == NaN: "agreement"
+        _check_finite_outputs(got, f"the LiteRT model{name}")
+    diffs = [float(np.max(np.abs(expected - got))) for expected, got in zip(reference, lite, strict=True)]
+    relative = [diff / (float(expected.max() - expected.min()) or 1.0) for diff, expected in zip(diffs, reference,
+                                                                                                  strict=True)]
+    first_ref, first_lite = reference[0], lite[0]
+    agreement = (float(np.mean(np.argmax(first_ref, -1) == np.argmax(first_lite, -1))) if first_ref.shape[-1] > 1
+                 else 1.0)
+    class_labels = None if isinstance(labels[0], tuple) else np.concatenate(labels)
     return Parity(
-        max_abs_diff=diff,
-        relative_max_abs_diff=diff / logit_range,
-        top1_agreement=float(np.mean(np.argmax(reference, -1) == np.argmax(lite, -1))),
-        keras_accuracy=float(np.mean(np.argmax(reference, -1) == labels)),
-        tflite_accuracy=float(np.mean(np.argmax(lite, -1) == labels)),
-        examples=int(labels.size),
+        max_abs_diff=max(diffs),
+        relative_max_abs_diff=max(relative),
+        top1_agreement=agreement,
+        keras_accuracy=None if class_labels is None else float(np.mean(np.argmax(first_ref, -1) == class_labels)),
+        tflite_accuracy=None if class_labels is None else float(np.mean(np.argmax(first_lite, -1) == class_labels)),
+        examples=len(first_ref),
+        per_output_relative_diff=tuple(relative),
     )

@@ -218,9 +218,27 @@ def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer
     return model
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+def compile_for(model: keras.Model, dataset: tf.data.Dataset,
+                optimizer: keras.optimizers.Optimizer | str = "adam") -> keras.Model:
+    """Compiles for the targets ``dataset`` holds: class labels → :func:`compile_classifier`; the original model's
+    outputs (a tuple, one per head) → mean squared error on every head, i.e. distillation by matching the original's
+    outputs (logits, boxes, landmarks alike: Ba & Caruana's logit regression for the classifier heads)."""
+    if not isinstance(dataset.element_spec[1], tuple):
+        return compile_classifier(model, optimizer)
+    model.compile(optimizer=optimizer, loss=["mse"] * len(dataset.element_spec[1]))
+    return model
+
+
+def metric(result: dict[str, Any]) -> tuple[str, float]:
+    """The headline of an :func:`evaluate` result: ("accuracy", value) or ("output error", value)."""
+    return ("accuracy", result["accuracy"]) if "accuracy" in result else ("output error", result["output_error"])
+
+
+def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, Any]:
     """Top-1 accuracy and mean cross-entropy (outputs taken as logits, or as probabilities after a final
-    softmax) of ``model`` on a batched dataset.
+    softmax) of ``model`` on a batched dataset of ``(image, label)``; on ``(image, (target_1, …))`` — the original
+    model's outputs, one per head — the :func:`fidelity` of its outputs instead. ``score`` is the number to
+    maximize either way (the accuracy, or 1 − the output error).
 
     Uses ``predict`` rather than ``model.evaluate`` so that it neither needs nor changes the model's compile
     state.
@@ -229,6 +247,13 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
         NonFiniteError: a weight, or an output, is NaN or infinite (the message says which).
     """
     check_finite(model, f"model {model.name!r}")
+    if isinstance(dataset.element_spec[1], tuple):
+        targets = [tuple(np.asarray(head) for head in y) for _, y in dataset]
+        outputs = model.predict(dataset.map(lambda x, y: x), verbose=0)
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        if not all(np.isfinite(head).all() for head in outputs):
+            raise NonFiniteError(f"model {model.name!r} outputs NaN or infinity although its weights are finite")
+        return fidelity([outputs], [tuple(np.concatenate(head) for head in zip(*targets, strict=True))])
     labels = np.concatenate([np.asarray(y) for _, y in dataset])
     logits = model.predict(dataset.map(lambda x, y: x), verbose=0)
     finite = np.isfinite(logits).all(axis=tuple(range(1, logits.ndim)))
@@ -241,7 +266,28 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
         )
     loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=softmax_output(model) is None)
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
-    return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(loss))), "examples": int(labels.size)}
+    return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(loss))), "examples": int(labels.size),
+            "score": accuracy}
+
+
+def fidelity(outputs: Sequence[Sequence[np.ndarray]], targets: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
+    """How close a model's outputs are to the original's, head by head (batches of per-head arrays in, both).
+
+    ``output_error`` of a head is the RMS of (output − original) over the original's standard deviation (0: the same
+    outputs; 1: as far off as a constant at the mean); the model's is the worst head's. ``agreement`` is the top-1
+    agreement on the first head when it has more than one value per example (a classifier head).
+    """
+    outputs = [np.concatenate(head) for head in zip(*outputs, strict=True)]
+    targets = [np.concatenate(head) for head in zip(*targets, strict=True)]
+    if len(outputs) != len(targets):
+        raise ValueError(f"the model has {len(outputs)} outputs but the targets {len(targets)}")
+    errors = [float(np.sqrt(np.mean((out - tgt) ** 2)) / (float(np.std(tgt)) or 1.0))
+              for out, tgt in zip(outputs, targets, strict=True)]
+    first_out, first_tgt = outputs[0], targets[0]
+    agreement = (float(np.mean(np.argmax(first_out, -1) == np.argmax(first_tgt, -1)))
+                 if first_out.ndim > 1 and first_out.shape[-1] > 1 else None)
+    return {"output_error": max(errors), "per_output_error": errors, "agreement": agreement,
+            "score": 1.0 - max(errors), "examples": len(first_out)}
 
 
 def student_of(model: keras.Model) -> keras.Model:
@@ -351,7 +397,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class KeepBestEpoch(keras.callbacks.Callback):
-    """Ends ``fit`` with the weights of the best holdout accuracy among the starting weights and every epoch's, so
+    """Ends ``fit`` with the weights of the best holdout score (:func:`evaluate`'s: the accuracy, or 1 − the output
+    error on the original's outputs) among the starting weights and every epoch's, so
     that fine-tuning a trained model never leaves it worse than it began (a too-high rate or the wrong augmentation
     does); :meth:`summary` says which won. Acts on :func:`student_of` the trained model (a Distiller's student)."""
 
@@ -363,7 +410,7 @@ class KeepBestEpoch(keras.callbacks.Callback):
         self._best_weights: list[np.ndarray] | None = None
 
     def _score(self) -> float:
-        return evaluate(student_of(self.model), self.holdout)["accuracy"]
+        return evaluate(student_of(self.model), self.holdout)["score"]
 
     def _keep_if_best(self, epoch: int) -> None:
         self.scores.append(self._score())
@@ -388,9 +435,9 @@ class KeepBestEpoch(keras.callbacks.Callback):
     def summary(self) -> str:
         trail = " → ".join(f"{score:.4f}" for score in self.scores)
         if self.helped:
-            return f"holdout accuracy by epoch {trail}: kept epoch {self.best_epoch}"
-        return (f"holdout accuracy by epoch {trail}: fine-tuning did not help, the starting weights are kept "
-                "(a lower --lr, or more epochs, may)")
+            return f"holdout score (accuracy, or 1 − output error) by epoch {trail}: kept epoch {self.best_epoch}"
+        return (f"holdout score (accuracy, or 1 − output error) by epoch {trail}: fine-tuning did not help, the "
+                "starting weights are kept (a lower --lr, or more epochs, may)")
 
 
 def recalibrate_batch_norm(model: keras.Model, batches, max_batches: int = 10) -> int:

@@ -61,7 +61,10 @@ def main(argv: list[str]) -> None:
     if output is not None:
         files.write_json(output, result)
     where = run_data().test.description if FLAGS.split == "test" else f"{FLAGS.split} of {run_data().train.description}"
-    print(f"{path.name} ({runner}) on {where}: {metric} {metrics['accuracy']:.4f} over {metrics['examples']} examples")
+    value = metrics["accuracy"] if "accuracy" in metrics else metrics["output_error"]
+    heads = (f" (per output: {', '.join(f'{e:.4f}' for e in metrics['per_output_error'])})"
+             if "per_output_error" in metrics else "")
+    print(f"{path.name} ({runner}) on {where}: {metric} {value:.4f}{heads} over {metrics['examples']} examples")
 
 
 def run() -> None:

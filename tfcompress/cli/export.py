@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
         p = report["parity"]
         line += (f"; vs Keras on {p['examples']} images of {where}: top-1 agreement {p['top1_agreement']:.4f}, "
                  f"max |Δlogit| {p['max_abs_diff']:.3g} ({p['relative_max_abs_diff']:.2g} of the logit range)")
-        if "keras_accuracy" in p:
+        if p.get("keras_accuracy") is not None:
             metric = run_data().metric_name
             line += f", {metric} Keras {p['keras_accuracy']:.4f} / LiteRT {p['tflite_accuracy']:.4f}"
     print(line)

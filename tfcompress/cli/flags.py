@@ -137,8 +137,10 @@ def load_model_for_dataset(path: str) -> keras.Model:
     if model_data.labels is None:
         original = original_model_path(path)
         teacher = model if Path(original) == Path(path) else export.load_keras_model(original, custom_objects())
-        print(f"unlabelled images: labelled by the top-1 of {original} (accuracy below is agreement with it)")
         model_data = model_data.labelled_by(teacher, batch_size=flags.FLAGS.batch_size)
+        print(f"unlabelled images: {original}'s " + ("top-1 decisions are the labels (accuracy below is agreement "
+              "with it)" if model_data.metric_name == "agreement" else "outputs are the targets of every head "
+              "(scores below are output errors against it, 0 = the same)"))
     _RUN["data"] = model_data
     return model
 

@@ -133,7 +133,9 @@ def main(argv: list[str]) -> None:
     print(f"{FLAGS.model}: compression layers {compression.describe(model)}")
 
     def score(candidate) -> float | None:  # the model's metric on its test images, None without data
-        return tfc.training.evaluate(candidate, dataset_for_model(None, "test"))["accuracy"] if has_data() else None
+        if not has_data():
+            return None
+        return tfc.training.metric(tfc.training.evaluate(candidate, dataset_for_model(None, "test")))[1]
 
     accuracy_before = score(model)
 
@@ -231,7 +233,7 @@ def _finetune(model, train, holdout) -> str:
         return f"ternary layers: assignment frozen, Adam {lr:g}, centroids {lr / 10:g}"
     lr = FLAGS.lr if FLAGS.lr is not None else 0.01
     steps = FLAGS.finetune_epochs * int(train.cardinality())
-    tfc.training.compile_classifier(model, tfc.training.sgd(lr, steps, "cosine"))
+    tfc.training.compile_for(model, train, tfc.training.sgd(lr, steps, "cosine"))
     best = tfc.training.KeepBestEpoch(holdout)
     model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False,  # shuffled by tf.data
               callbacks=[tfc.training.StopOnNonFinite("fine-tuning"), best])

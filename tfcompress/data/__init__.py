@@ -21,13 +21,20 @@ from tfcompress.data.builtin import (
     read_idx,
     stratified_holdout,
 )
-from tfcompress.data.model_data import LABELS_GIVEN, LABELS_ORIGINAL, ModelData, model_input_shape, output_widths
+from tfcompress.data.model_data import (
+    LABELS_GIVEN,
+    LABELS_ORIGINAL,
+    OUTPUTS_ORIGINAL,
+    ModelData,
+    model_input_shape,
+    output_widths,
+)
 from tfcompress.data.preprocessing import SCALINGS, Preprocessing, scales_itself
 from tfcompress.data.sources import SOURCE_HELP, Source, open_source, read_arrays, read_folder
 
 __all__ = [
-    "DATASETS", "LABELS_GIVEN", "LABELS_ORIGINAL", "SCALINGS", "SOURCE_HELP", "SPLITS", "DatasetNotFoundError",
-    "DatasetSpec", "ModelData", "Preprocessing", "Source", "channel_stats", "get_spec", "input_shape", "load",
-    "load_arrays", "model_input_shape", "open_source", "output_widths", "pipeline_options_for", "read_arrays",
-    "read_cifar_binary", "read_folder", "read_idx", "scales_itself", "stratified_holdout",
+    "DATASETS", "LABELS_GIVEN", "LABELS_ORIGINAL", "OUTPUTS_ORIGINAL", "SCALINGS", "SOURCE_HELP", "SPLITS",
+    "DatasetNotFoundError", "DatasetSpec", "ModelData", "Preprocessing", "Source", "channel_stats", "get_spec",
+    "input_shape", "load", "load_arrays", "model_input_shape", "open_source", "output_widths", "pipeline_options_for",
+    "read_arrays", "read_cifar_binary", "read_folder", "read_idx", "scales_itself", "stratified_holdout",
 ]

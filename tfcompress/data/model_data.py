@@ -26,7 +26,7 @@ from tfcompress.data.sources import Source, open_source, split_indices
 
 CACHE_LIMIT_BYTES = 2 << 30  # decoded images kept in memory up to this size; above it, decoded every epoch
 MAX_PAD_PX = 4  # a built-in dataset is padded to a larger model input by at most this per side (28 → 32, LeNet's way)
-LABELS_GIVEN, LABELS_ORIGINAL = "labels", "original model"
+LABELS_GIVEN, LABELS_ORIGINAL, OUTPUTS_ORIGINAL = "labels", "original model", "original outputs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,10 @@ class ModelData:
                 raise ValueError(f"{source.description}: {small.size} images are smaller than the model's input "
                                  f"{height}×{width} (e.g. {where}: {sizes[small[0], 0]}×{sizes[small[0], 1]}); give "
                                  "images at least the model's size")
-        labelled = [source for source in (self.train, self.test) if source.labelled]
+        labelled = [source for source in (self.train, self.test) if source.num_classes is not None]
+        if labelled and len(outputs) > 1:
+            raise ValueError(f"{labelled[0].description} has class labels but the model has {len(outputs)} outputs: "
+                             "give unlabelled images (fine-tuning then matches the original's outputs on every head)")
         if labelled and len(outputs) == 1 and outputs[0] is not None:
             classes = max(source.num_classes for source in labelled)
             if classes > outputs[0] or (classes < outputs[0] and outputs[0] > 1 and any(
@@ -145,26 +148,28 @@ class ModelData:
     def labelled_by(self, model: keras.Model, batch_size: int = 128, replace: bool = False) -> ModelData:
         """The same images with labels: the user's where every source has them (unless ``replace``), else the top-1
         decision of ``model`` (the original) on every image — accuracy then means top-1 agreement with it."""
-        if (self.labels == LABELS_GIVEN and not replace) or self.labels == LABELS_ORIGINAL:
+        if (self.labels == LABELS_GIVEN and not replace) or self.labels in (LABELS_ORIGINAL, OUTPUTS_ORIGINAL):
             return self
         widths = output_widths(model)
-        if len(widths) != 1 or not widths[0] or widths[0] < 2:
-            raise ValueError(f"unlabelled images need a classifier (one output of class scores) to be labelled by; "
-                             f"the model's outputs have widths {widths}")
+        classifier = len(widths) == 1 and widths[0] is not None and widths[0] > 1
 
-        def decisions(source: Source) -> np.ndarray:
-            scores = model.predict(self._images(source, batch_size), verbose=0)
-            return np.argmax(scores, axis=-1).astype(np.int64)
+        def targets(source: Source) -> Source:
+            outputs = model.predict(self._images(source, batch_size), verbose=0)
+            if classifier:
+                return source.with_labels(np.argmax(outputs, axis=-1), "labelled by the original model's top-1")
+            outputs = tuple(outputs) if isinstance(outputs, list | tuple) else (outputs,)
+            return source.with_labels(outputs, "with the original model's outputs as targets")
 
-        relabel = {id(source): source.with_labels(decisions(source), "labelled by the original model's top-1")
-                   for source in self.sources()}
+        relabel = {id(source): targets(source) for source in self.sources()}
         return dataclasses.replace(self, train=relabel[id(self.train)], test=relabel[id(self.test)],
-                                   calibration=relabel.get(id(self.calibration)), labels=LABELS_ORIGINAL)
+                                   calibration=relabel.get(id(self.calibration)),
+                                   labels=LABELS_ORIGINAL if classifier else OUTPUTS_ORIGINAL)
 
     @property
     def metric_name(self) -> str:
-        """What accuracy on these labels means: "accuracy" or "agreement" (with the original's top-1)."""
-        return "agreement" if self.labels == LABELS_ORIGINAL else "accuracy"
+        """What the score on these labels is: "accuracy", "agreement" (with the original's top-1) or "output error"
+        (relative to the original's outputs, every head)."""
+        return {LABELS_ORIGINAL: "agreement", OUTPUTS_ORIGINAL: "output error"}.get(self.labels, "accuracy")
 
     # ----------------------------------------------------------------------------------------------- batches
 
@@ -207,6 +212,7 @@ class ModelData:
         height, width, channels = self.input_shape
         preprocessing = self.preprocessing
 
+        @tf.autograph.experimental.do_not_convert  # plain tensor code: no need for AutoGraph to read the source
         def decode(item: tf.Tensor) -> tf.Tensor:
             if source.paths is not None:
                 image = tf.io.decode_image(tf.io.read_file(item), channels=channels, expand_animations=False)
@@ -223,12 +229,13 @@ class ModelData:
         if len(source) * height * width * channels <= CACHE_LIMIT_BYTES:
             images = images.cache()
         dataset = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(source.labels))) \
-            if with_labels else images.map(lambda image: (image,))
+            if with_labels else images.map(_alone)
         if shuffle:
             dataset = dataset.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             dataset = dataset.repeat()
 
+        @tf.autograph.experimental.do_not_convert
         def scale(image: tf.Tensor, *label: tf.Tensor) -> Any:
             image = tf.cast(image, tf.float32)
             if augment:
@@ -264,6 +271,11 @@ def _check_builtin_fits(spec: builtin.DatasetSpec, input_shape: tuple[int, int, 
     if len(outputs) == 1 and outputs[0] is not None and spec.num_classes > outputs[0]:
         raise ValueError(f"{spec.name} has {spec.num_classes} classes but the model outputs {outputs[0]}: not the data "
                          "this model was made for; give its own images with --dataset")
+
+
+@tf.autograph.experimental.do_not_convert
+def _alone(image: tf.Tensor) -> tuple[tf.Tensor]:
+    return (image,)
 
 
 def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:

@@ -38,7 +38,8 @@ class Source:
         description: where the images are, for messages and reports (``"folder /data/dogs/train"``).
         images: uint8 pixels, (N, H, W, C), when the images are in memory; else None.
         paths: image files, when read lazily from a folder; else None.
-        labels: int64 class indices, or None for unlabelled images.
+        labels: int64 class indices; or the original model's outputs, one float array per output (targets that
+            make fine-tuning distillation and evaluation fidelity); or None for unlabelled images.
         class_names: the class of each label value (a folder's sub-folder names), or None.
         builtin: the built-in dataset's name when the source is one (its own pipeline and pixel statistics apply).
     """
@@ -46,15 +47,16 @@ class Source:
     description: str
     images: np.ndarray | None = None
     paths: tuple[str, ...] | None = None
-    labels: np.ndarray | None = None
+    labels: np.ndarray | tuple[np.ndarray, ...] | None = None
     class_names: tuple[str, ...] | None = None
     builtin: str | None = None
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
             raise ValueError("a Source holds either images or paths")
-        if self.labels is not None and len(self.labels) != len(self):
-            raise ValueError(f"{self.description}: {len(self)} images but {len(self.labels)} labels")
+        labelled = self.labels[0] if isinstance(self.labels, tuple) else self.labels
+        if labelled is not None and len(labelled) != len(self):
+            raise ValueError(f"{self.description}: {len(self)} images but {len(labelled)} labels")
         if not len(self):
             raise ValueError(f"{self.description} holds no images")
 
@@ -70,7 +72,9 @@ class Source:
         """The classes the labels name (a folder's sub-folders, or the largest label + 1); None if unlabelled."""
         if self.class_names is not None:
             return len(self.class_names)
-        return None if self.labels is None else int(self.labels.max()) + 1
+        if self.labels is None or isinstance(self.labels, tuple):
+            return None
+        return int(self.labels.max()) + 1
 
     def subset(self, indices: np.ndarray, what: str) -> Source:
         """The images at ``indices`` (in that order), described as ``what`` of this source."""
@@ -78,12 +82,15 @@ class Source:
             self, description=f"{what} of {self.description}",
             images=None if self.images is None else self.images[indices],
             paths=None if self.paths is None else tuple(self.paths[i] for i in indices),
-            labels=None if self.labels is None else self.labels[indices])
+            labels=None if self.labels is None else tuple(head[indices] for head in self.labels)
+            if isinstance(self.labels, tuple) else self.labels[indices])
 
-    def with_labels(self, labels: np.ndarray, what: str) -> Source:
-        """The same images with ``labels`` (e.g. the original model's top-1 decisions on unlabelled images)."""
-        return dataclasses.replace(self, description=f"{self.description}, {what}",
-                                   labels=np.asarray(labels, np.int64))
+    def with_labels(self, labels: np.ndarray | tuple[np.ndarray, ...], what: str) -> Source:
+        """The same images with ``labels``: the original model's top-1 decisions on unlabelled images, or its
+        outputs (a tuple, one array per output)."""
+        labels = tuple(np.asarray(head, np.float32) for head in labels) if isinstance(labels, tuple) else np.asarray(
+            labels, np.int64)
+        return dataclasses.replace(self, description=f"{self.description}, {what}", labels=labels)
 
     def image_sizes(self) -> np.ndarray:
         """(N, 2) heights and widths; for files, read from their headers (Pillow opens without decoding)."""
@@ -263,9 +270,10 @@ def read_tfds(name: str, split: str, *, download: bool = True) -> Source | None:
 
 
 def split_indices(source: Source, fraction: float, seed: int = 17) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, taken) indices: ``fraction`` of the images taken out, stratified by label when there are labels,
+    """(kept, taken) indices: ``fraction`` of the images taken out, stratified by class when there are class labels,
     deterministic for ``seed``."""
-    labels = source.labels if source.labels is not None else np.zeros(len(source), np.int64)
+    classes = source.labels is not None and not isinstance(source.labels, tuple)  # outputs are not strata
+    labels = source.labels if classes else np.zeros(len(source), np.int64)
     return builtin.stratified_holdout(labels, fraction, seed)
 
 

@@ -321,3 +321,46 @@ def test_a_model_with_three_outputs_through_data_prune_export_and_litert(world, 
     assert lite_report["metric"] == "output error" and len(lite_report["per_output_error"]) == 3
     assert "per output:" in printed  # int8 in LiteRT as far from the original as the pruned Keras model is
     assert abs(lite_report["output_error"] - report["accuracy_finetuned"]) < 0.1
+
+
+@pytest.mark.slow
+def test_budget_mode_from_an_unlabelled_folder_by_agreement(world, tmp_path):
+    out = tmp_path / "budget"
+    process = run_script("compress", f"--model={world['root'] / 'user.keras'}",
+                         f"--dataset={world['root'] / 'unlabelled'}", "--scaling=tf", "--latency_fraction=0.7",
+                         "--min_agreement=0.9", "--method=l1", "--max_rounds=2", "--finetune_epochs=2", "--runs=20",
+                         "--eval_limit=0", f"--output_dir={out}", check=False)
+    assert process.returncode in (0, 3), process.stderr  # 3: not met, said plainly (a 2-conv net's tiny latency)
+    assert "limit on agreement" in process.stdout and "labelled by the original model's top-1" in process.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    original, *_, last = summary["rows"]
+    assert original["litert_accuracy"] == pytest.approx(1.0, abs=0.02)  # the original agrees with itself in LiteRT
+    budget = json.loads((out / "budget.json").read_text())
+    if budget["met"]:
+        assert last["litert_accuracy"] >= 0.9 - 1e-9 and last["latency_ms"] <= budget["target_ms"]
+    recorded = json.loads((out / "model.keras.json").read_text())
+    assert recorded["metric"] == "agreement" and recorded["preprocessing"] == {"scaling": "tf"}
+    # the result's export finds the images and the scaling through its report
+    run_script("export", f"--model={out / 'model.keras'}", f"--output={tmp_path / 'm.tflite'}")
+    assert str(world["root"] / "unlabelled") in json.loads((tmp_path / "m.tflite.json").read_text())["parity"][
+        "inputs"]
+    keras.utils.set_random_seed(0)
+    _face_net().save(tmp_path / "face.keras")
+    refused = run_script("compress", f"--model={tmp_path / 'face.keras'}", f"--dataset={world['root'] / 'unlabelled'}",
+                         "--scaling=unit", "--latency_fraction=0.5", f"--output_dir={tmp_path / 'face'}", check=False)
+    assert refused.returncode == 1 and "budget mode judges a classifier" in refused.stderr
+
+
+def test_a_recipe_fine_tune_that_does_not_help_keeps_the_starting_weights_and_says_so(world):
+    from tfcompress import pipeline
+
+    photos, said = world["photos"], []
+    wrong = photos.batches("train", batch_size=32).map(lambda x, y: (x, (y + 3) % CLASSES))
+    context = pipeline.Context(original=world["model"], train=wrong, test=photos.batches("test"),
+                               holdout=photos.batches("test"), progress=said.append)
+    model = keras.models.clone_model(world["model"])
+    model.set_weights(world["model"].get_weights())
+    pipeline.stages.finetune(model, context, epochs=1, lr=0.05)
+    for kept, original in zip(model.get_weights(), world["model"].get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, original)
+    assert any("fine-tuning did not help" in line for line in said)

@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
     del argv
     import tfcompress as tfc
     from tfcompress.cli import flags as data_flags
-    from tfcompress.cli.flags import data_report, dataset_for_model, load_model_for_dataset, run_data
+    from tfcompress.cli.flags import data_report, load_model_for_dataset, run_data
 
     folder = tfc.files.check_output_folder(FLAGS.output_dir)
     recipe = tfc.pipeline.Recipe.load(FLAGS.recipe) if FLAGS.recipe else None  # a bad recipe fails before work
@@ -99,15 +99,9 @@ def main(argv: list[str]) -> None:
     # model.keras.json: the result records its original and data, so the next program (export, evaluate) finds them
     tfc.files.write_json(folder / "model.keras.json", {"source": FLAGS.model, "metric": model_data.metric_name,
                                                 **data_report()})
-    shape = model.input_shape
-    context = tfc.pipeline.Context(
-        original=model,
-        train=dataset_for_model(shape, "train", holdout_fraction=FLAGS.holdout_fraction, augment=True,
-                                shuffle=True, seed=FLAGS.seed, limit=FLAGS.train_limit),
-        holdout=dataset_for_model(shape, "holdout", holdout_fraction=FLAGS.holdout_fraction),
-        test=dataset_for_model(shape, "test"),
-        progress=print,
-    )
+    context = tfc.pipeline.Context.of_data(model, model_data, batch_size=FLAGS.batch_size,
+                                           holdout_fraction=FLAGS.holdout_fraction, train_limit=FLAGS.train_limit,
+                                           seed=FLAGS.seed, augment=FLAGS.augment)
     measurement = tfc.pipeline.Measurement(device=FLAGS.device, threads=FLAGS.threads, runs=FLAGS.runs,
                                            eval_limit=FLAGS.eval_limit or None)
     if recipe is not None:

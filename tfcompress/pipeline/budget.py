@@ -126,6 +126,9 @@ def compress(
     if max_accuracy_drop < 0 or max_rounds < 1 or finetune_epochs < 1:
         raise ValueError(f"need max_accuracy_drop ≥ 0, max_rounds ≥ 1, finetune_epochs ≥ 1; got "
                          f"{max_accuracy_drop}, {max_rounds}, {finetune_epochs}")
+    if isinstance(context.test.element_spec[1], tuple):
+        raise ValueError("budget mode judges a classifier by accuracy or top-1 agreement; this model's targets are "
+                         "its outputs (several heads or no class scores): prune, export and evaluate it instead")
     measurement = measurement or Measurement()
     folder = files.check_output_folder(folder)
     table_path = Path(table_path) if table_path is not None else None

@@ -69,6 +69,24 @@ class Context:
         )
 
 
+    @classmethod
+    def of_data(cls, original: keras.Model, model_data: data.ModelData, *, batch_size: int = 128,
+                holdout_fraction: float = 0.1, train_limit: int | None = None, seed: int = 0, augment: bool = False,
+                progress: Callable[[str], None] | None = print) -> Context:
+        """The fine-tuning data of the user's images (:class:`tfcompress.data.ModelData`; unlabelled ones are
+        labelled by ``original`` first): shuffled training batches (``augment``: random crop and flip, off unless
+        asked), ``holdout_fraction`` of them kept out as the holdout, and the test images."""
+        model_data = model_data.labelled_by(original, batch_size=batch_size)
+        return cls(
+            original=original,
+            train=model_data.batches("train", batch_size=batch_size, holdout_fraction=holdout_fraction,
+                                     augment=augment, shuffle=True, seed=seed, limit=train_limit),
+            holdout=model_data.batches("holdout", batch_size=batch_size, holdout_fraction=holdout_fraction),
+            test=model_data.batches("test", batch_size=batch_size),
+            progress=progress,
+        )
+
+
 def _one_target(**targets: Any) -> dict[str, Any]:
     given = {name: value for name, value in targets.items() if value is not None}
     if len(given) != 1:
@@ -214,8 +232,9 @@ def finetune(model: keras.Model, context: Context, epochs: int = 1, lr: float = 
              temperature: float = distill.THESIS_DEFAULTS["temperature"]) -> keras.Model:
     """Trains ``epochs`` (SGD, Nesterov momentum 0.9, cosine from ``lr``, or from less where the loss at these
     weights is too sharp for it: :func:`training.stable_lr`); with ``teacher`` ("original": the run's input
-    model, or a .keras path) by knowledge distillation. Weight masks keep their zeros; ternary
-    layers stay ternary (their assignment is whatever it was)."""
+    model, or a .keras path) by knowledge distillation. With a holdout in the context, the weights of the best
+    holdout epoch are kept, the starting ones included (:class:`training.KeepBestEpoch`). Weight masks keep their
+    zeros; ternary layers stay ternary (their assignment is whatever it was)."""
     steps = epochs * int(context.train.cardinality())
     trainer: keras.Model = model
     if teacher is None:
@@ -234,7 +253,13 @@ def finetune(model: keras.Model, context: Context, epochs: int = 1, lr: float = 
         context.say(f"lr {lr:g} is past the edge of stability of this loss at these weights: training at "
                     f"{rate:.3g}")
         compile_with(rate)
-    trainer.fit(context.train, epochs=epochs, verbose=0, callbacks=[training.StopOnNonFinite()])
+    callbacks: list[keras.callbacks.Callback] = [training.StopOnNonFinite()]
+    if context.holdout is not None:  # never leaves the model worse than it began (on data it did not train on)
+        best = training.KeepBestEpoch(context.holdout)
+        callbacks.append(best)
+    trainer.fit(context.train, epochs=epochs, verbose=0, callbacks=callbacks)
+    if context.holdout is not None and not best.helped:
+        context.say(best.summary())
     return model
 
 

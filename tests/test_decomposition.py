@@ -193,3 +193,20 @@ def test_decompose_script_writes_the_model_and_its_report(tmp_path):
     assert conv2["ranks"] is not None and {"conv2_first", "conv2_core", "conv2_last"} <= saved
     assert "conv2_sparse" not in saved  # --sparsity_weight=inf: no sparse residual
     assert "conv2" in process.stdout and "budget" in process.stdout
+    assert "smaller and cheaper" in process.stdout and "NOT smaller" not in process.stdout
+
+
+def test_the_decompose_headline_is_what_the_deployed_tflite_stores_and_runs(tmp_path):
+    from tfcompress import export
+
+    output = tmp_path / "lenet5_residual.keras"  # the reference's default: sparse residuals, priced as sparse
+    process = run_script("decompose", f"--model={LENET}", "--data_free", "--compression_factor=0.5",
+                         f"--output={output}")
+    before, after = (json.loads(output.with_name(output.name + ".json").read_text())[key] for key in ("before",
+                                                                                                      "after"))
+    params, macs = after["params"] / before["params"], after["macs"] / before["macs"]
+    assert f"deployed: params ×{params:.3f}, MACs ×{macs:.3f}" in process.stdout
+    assert "reference's accounting" in process.stdout  # the search's own totals say what they count
+    deployed = export.size_report(export.to_tflite(keras.saving.load_model(output)))
+    assert after["tflite_bytes"] == pytest.approx(deployed.tflite_bytes, rel=0.01)
+    assert ("NOT smaller or cheaper as deployed" in process.stdout) == (params >= 1 or macs >= 1)

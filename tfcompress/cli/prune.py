@@ -65,8 +65,11 @@ flags.DEFINE_bool("keep_zeros", None,
                   "sparse model). WeightMask layers of the input are always kept.")
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (SGD, cosine; EC2T retrain phase for "
                      "ternary models).", lower_bound=0)
-flags.DEFINE_float("lr", None, "Fine-tuning learning rate (default 0.01 with SGD; 1e-4 with Adam for models with "
-                   "ternary layers, centroids at a tenth).", lower_bound=0.0)
+flags.DEFINE_float("lr", None, "Fine-tuning learning rate (default 0.01 with SGD, lowered where the loss is too sharp "
+                   "for it; 1e-4 with Adam for models with ternary layers, centroids at a tenth).", lower_bound=0.0)
+flags.DEFINE_bool("distill", None, "Fine-tune by knowledge distillation from the model before pruning (α 0.1 on the "
+                  "labels, T 5; a model with several outputs matches them all). Default: on, off with --plan (whose "
+                  "input is usually a fresh model to retrain from scratch).")
 flags.DEFINE_integer("train_limit", None, "Fine-tune on the first N training examples only.", lower_bound=1)
 flags.DEFINE_float("holdout_fraction", 0.1, "Training images kept out of the fine-tune to choose its best epoch.")
 flags.register_validator("holdout_fraction", lambda v: 0.0 < v < 1.0, message="--holdout_fraction must be in (0, 1)")
@@ -93,7 +96,7 @@ flags.register_multi_flags_validator(
 _OWN_FLAGS = (
     "model", "importance", "prune_batches", "target_channels", "target_macs", "target_params", "plan", "scope",
     "target_latency", "latency_table", "latency_precision", "channel_multiple", "keep_zeros", "finetune_epochs",
-    "lr", "train_limit", "holdout_fraction", "seed", "dataset", "batch_size", "output", "plot",
+    "lr", "distill", "train_limit", "holdout_fraction", "seed", "dataset", "batch_size", "output", "plot",
 )
 
 
@@ -184,7 +187,7 @@ def main(argv: list[str]) -> None:
         train = dataset_for_model(small.input_shape, "train", augment=True, seed=FLAGS.seed, limit=FLAGS.train_limit,
                                   holdout_fraction=FLAGS.holdout_fraction)
         holdout = dataset_for_model(small.input_shape, "holdout", holdout_fraction=FLAGS.holdout_fraction)
-        how = _finetune(small, train, holdout)
+        how = _finetune(small, model, train, holdout)
         accuracy_finetuned = score(small)
         print(f"fine-tuned {FLAGS.finetune_epochs} epochs ({how}): {metric_name()} {accuracy_finetuned:.4f}")
     print(tfc.profile.profile(small).table())
@@ -218,10 +221,12 @@ def main(argv: list[str]) -> None:
           f"{f' (channels per group: {figure})' if figure is not None else ''}")
 
 
-def _finetune(model, train, holdout) -> str:
-    """Fine-tunes in place: EC2T's retrain phase for a model with ternary layers (they stay ternary), else SGD
-    with a cosine schedule (weight masks keep their zeros under any optimizer), keeping the weights of the best
-    holdout epoch (the starting ones included: a fine-tune never leaves the model worse). Returns how."""
+def _finetune(model, teacher, train, holdout) -> str:
+    """Fine-tunes in place: EC2T's retrain phase for a model with ternary layers (they stay ternary); else SGD with
+    a cosine schedule (weight masks keep their zeros under any optimizer) — by distillation from ``teacher`` (the
+    model before pruning) unless ``--distill=false``, matching every output for a model with several — keeping the
+    weights of the best holdout epoch (the starting ones included: a fine-tune never leaves the model worse).
+    Returns how."""
     import tfcompress as tfc
     from tfcompress.quantization import ec2t, ternary
 
@@ -232,13 +237,24 @@ def _finetune(model, train, holdout) -> str:
                     centroid_learning_rate=lr / 10, verbose=2, callbacks=[tfc.training.StopOnNonFinite("fine-tuning")])
         return f"ternary layers: assignment frozen, Adam {lr:g}, centroids {lr / 10:g}"
     lr = FLAGS.lr if FLAGS.lr is not None else 0.01
+    distill = FLAGS.distill if FLAGS.distill is not None else FLAGS.plan is None
+    if not isinstance(train.element_spec[1], tuple):  # class labels: the recipes' fine-tune stage
+        said = []
+        context = tfc.pipeline.Context(original=teacher, train=train, test=holdout, holdout=holdout,
+                                       progress=said.append)
+        tfc.pipeline.stages.finetune(model, context, FLAGS.finetune_epochs, lr, "original" if distill else None)
+        for line in said:
+            print(line)
+        how = "distillation from the model before pruning (α 0.1, T 5)" if distill else "cross-entropy"
+        return f"{how}, SGD from ≤ {lr:g}, cosine, best holdout epoch kept"
     steps = FLAGS.finetune_epochs * int(train.cardinality())
     tfc.training.compile_for(model, train, tfc.training.sgd(lr, steps, "cosine"))
     best = tfc.training.KeepBestEpoch(holdout)
     model.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, shuffle=False,  # shuffled by tf.data
               callbacks=[tfc.training.StopOnNonFinite("fine-tuning"), best])
     print(best.summary())
-    return f"SGD {lr:g}, cosine, best holdout epoch {best.best_epoch}"
+    return (f"matching the original's outputs (MSE, every head), SGD {lr:g}, cosine, best holdout epoch "
+            f"{best.best_epoch}")
 
 
 def _load_plan(path: str) -> dict:

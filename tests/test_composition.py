@@ -8,7 +8,9 @@ channel-masked model computes; weight masks and ternary assignments are sliced w
 keeps its zeros and a ternary model stays ternary, also through more training steps with its callback); strip and
 export to float32 (LiteRT parity) and int8 (top-1 agreement); ``profile``; MicroNet scoring; ``.keras`` save/load.
 
-* Fast lane: the trained ResNet-20 of ``models/`` (Fashion-MNIST) × every form × every operation but int8.
+* Fast lane: the trained ResNet-20 of ``models/`` (Fashion-MNIST) × every form × every operation but int8; and a
+  face net with three outputs (class scores, box, refined box; BatchNorm, PReLU) × every form SNIP can take (its
+  loss is a classifier's on one output: a model with several is refused in one line).
 * ``slow``: int8 of every ResNet-20 form, and :func:`test_pipeline` — form → prune → train → profile, MicroNet →
   export → save/load in one chain — on zoo MobileNetV2, keras.applications MobileNetV3Small and EfficientNetB0
   (random weights, BatchNorm statistics from real images), a few forms each so that the file stays within ~5 min
@@ -41,6 +43,7 @@ SPARSE, TERNARY = ("snip", "magnitude"), ("ec2t", "ttq")
 SPARSITY = 0.7
 BATCH = 4
 FAST = [pytest.param("resnet20", form, id=f"resnet20-{form}") for form in FORMS]
+MULTI_OUTPUT = [pytest.param("face3", form, id=f"face3-{form}") for form in FORMS if form != "snip"]
 # (model, form) chains of the slow lane: each wrapper type on each architecture family, within the time budget.
 PIPELINES = [("mobilenet_v2", "snip"), ("mobilenet_v2", "ec2t"), ("mobilenet_v3_small", "ttq"),
              ("mobilenet_v3_small", "channel_masks"), ("efficientnet_b0", "magnitude")]
@@ -71,7 +74,9 @@ def _base(name: str) -> keras.Model:
     if name == "resnet20":
         return export.load_keras_model(REPO / "models" / "resnet20_fashion_mnist.keras")
     keras.utils.set_random_seed(0)  # the same random weights at every run
-    if name == "mobilenet_v2":
+    if name == "face3":
+        model = _face3()
+    elif name == "mobilenet_v2":
         model = zoo.build("mobilenet_v2", (32, 32, 3), 10, width_multiplier=0.35)
     elif name == "mobilenet_v3_small":
         model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=10,
@@ -83,6 +88,25 @@ def _base(name: str) -> keras.Model:
     return model
 
 
+def _face3() -> keras.Model:
+    """A detector-style net with three heads: 10 class scores, a box and a refined box (equal widths: an output
+    order mixed up anywhere shows)."""
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for index, filters in enumerate((16, 32), start=1):
+        x = keras.layers.Conv2D(filters, 3, name=f"conv{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+        x = keras.layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, [keras.layers.Dense(10, name="classes")(x), keras.layers.Dense(4, name="box")(x),
+                                keras.layers.Dense(4, name="box_refined")(x)])
+
+
+def _multi_output(model: keras.Model) -> bool:
+    return isinstance(model.output_shape, list) and len(model.output_shape) > 1
+
+
 def _recalibrate(model: keras.Model, name: str) -> None:
     x, _ = _data(_input_channels(name))
     training.recalibrate_batch_norm(model, [x[:32], x[32:64]])
@@ -91,7 +115,8 @@ def _recalibrate(model: keras.Model, name: str) -> None:
 def _compile(model: keras.Model, form: str) -> None:
     # Plain SGD: an eager Adam step updates ~200 variables with ~10 operations each, SGD with one.
     optimizer = keras.optimizers.SGD(1e-3)
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+    classes = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer, [classes, "mse", "mse"] if _multi_output(model) else classes, run_eagerly=True)
 
 
 def _fit(model: keras.Model, name: str, form: str, steps: int = 2) -> None:
@@ -99,7 +124,9 @@ def _fit(model: keras.Model, name: str, form: str, steps: int = 2) -> None:
     x, y = _data(_input_channels(name))
     callbacks = {"ec2t": [ec2t.EC2T(lambda_max_divr=0.3)], "ttq": [ttq.TTQ()]}.get(form, [])
     _compile(model, form)
-    model.fit(x[-steps * BATCH:], y[-steps * BATCH:], batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks,
+    y = y[-steps * BATCH:]
+    targets = [y, np.zeros((len(y), 4), "float32"), np.ones((len(y), 4), "float32")] if _multi_output(model) else y
+    model.fit(x[-steps * BATCH:], targets, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks,
               shuffle=False)  # the same batches at every run
 
 
@@ -142,7 +169,13 @@ def _ternary_selection(model: keras.Model) -> list[str]:
 
 
 def _outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return keras.ops.convert_to_numpy(model(x, training=False))
+    """The outputs, several heads side by side (in the model's order)."""
+    return _side_by_side(model(x, training=False))
+
+
+def _side_by_side(outputs) -> np.ndarray:
+    heads = outputs if isinstance(outputs, list | tuple) else [outputs]
+    return np.concatenate([keras.ops.convert_to_numpy(head) for head in heads], axis=-1)
 
 
 def _relative_diff(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -259,7 +292,7 @@ def check_export_float32(name: str, model: keras.Model) -> None:
     assert not [layer.name for layer in iter_layers(plain) if getattr(spec_for(layer), "strip", None)]
     lite = runtime.TFLiteModel(export.to_tflite(model))
     tolerance = 1e-4 if name == "resnet20" else 1e-3
-    assert _relative_diff(_outputs(model, x[:64]), lite.predict(x[:64])) <= tolerance
+    assert _relative_diff(_outputs(model, x[:64]), _side_by_side(lite.predict(x[:64]))) <= tolerance
 
 
 def check_profile(name: str, form: str, model: keras.Model) -> None:
@@ -314,9 +347,15 @@ def check_save_load(name: str, model: keras.Model, folder) -> None:
 # -------------------------------------------------------------------------------------- fast lane: ResNet-20
 
 
-@pytest.mark.parametrize(("name", "form"), FAST)
+@pytest.mark.parametrize(("name", "form"), FAST + MULTI_OUTPUT)
 def test_prune_channels(name, form):
     check_prune_channels(name, form, _form(name, form))
+
+
+def test_snip_refuses_a_model_with_several_outputs_in_one_line():
+    x, y = _data(3)
+    with pytest.raises(ValueError, match=r"has 3 outputs: .*by weights"):
+        snip.prune(_base("face3"), (x[:64], y[:64]), SPARSITY, init="model")
 
 
 def test_plan_counts_channels_already_masked():
@@ -329,22 +368,22 @@ def test_plan_counts_channels_already_masked():
     assert masked_off > 0 and removed >= masked_off  # the channels masks switched off are counted as removed
 
 
-@pytest.mark.parametrize(("name", "form"), FAST)
+@pytest.mark.parametrize(("name", "form"), FAST + MULTI_OUTPUT)
 def test_export_float32(name, form):
     check_export_float32(name, _form(name, form))
 
 
-@pytest.mark.parametrize(("name", "form"), FAST)
+@pytest.mark.parametrize(("name", "form"), FAST + MULTI_OUTPUT)
 def test_profile(name, form):
     check_profile(name, form, _form(name, form))
 
 
-@pytest.mark.parametrize(("name", "form"), FAST)
+@pytest.mark.parametrize(("name", "form"), FAST + MULTI_OUTPUT)
 def test_micronet(name, form):
     check_micronet(name, form, _form(name, form))
 
 
-@pytest.mark.parametrize(("name", "form"), FAST)
+@pytest.mark.parametrize(("name", "form"), FAST + MULTI_OUTPUT)
 def test_keras_save_load(name, form, tmp_path):
     check_save_load(name, _form(name, form), tmp_path)
 

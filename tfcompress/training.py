@@ -486,6 +486,10 @@ def as_batches(
     if num_batches is not None and num_batches < 1:
         raise ValueError(f"num_batches must be ≥ 1, got {num_batches}")
     as_functional(model)  # refuses a subclassed model by name (no input_shape to check batches against)
+    if isinstance(model.output_shape, list) and len(model.output_shape) > 1:
+        raise ValueError(f"model {model.name!r} has {len(model.output_shape)} outputs: this score's loss is a "
+                         "classifier's on one output; score a model with several outputs by weights (l1, l2, bn, "
+                         "magnitude) or apply a saved plan")
     if from_logits:
         check_logits(model, "this score's loss")
     if _is_single_batch(data):

@@ -181,7 +181,7 @@ def compress(
     aim = aims.first(noise)
     best: tuple[dict[str, Any], Any, Recipe] | None = None
     for number in range(1, max_rounds + 1):
-        prune = {"stage": "prune", "method": method, "target_latency": round(aim, 4), "precision": precision}
+        prune = {"stage": "prune", "method": method, "target_latency": round(float(aim), 4), "precision": precision}
         if method == "fisher":
             prune["prune_every"] = fisher_prune_every
             if fisher_steps is not None:

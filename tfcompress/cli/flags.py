@@ -269,9 +269,14 @@ def data_report() -> dict[str, Any]:
     model_data = _RUN["data"]
     if model_data is None:
         return {}
-    return {"dataset": _RUN["spec"], "preprocessing": model_data.preprocessing.to_dict(),
-            **{key: _flag(key) for key in ("test_data", "calibration_data") if _flag(key)},
+    return {"dataset": _absolute(_RUN["spec"]), "preprocessing": model_data.preprocessing.to_dict(),
+            **{key: _absolute(_flag(key)) for key in ("test_data", "calibration_data") if _flag(key)},
             "data": model_data.describe()}
+
+
+def _absolute(spec: str) -> str:
+    """A folder or file spec as an absolute path (a later program may run elsewhere); names stay names."""
+    return str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
 
 
 def metric_name() -> str:

@@ -364,3 +364,29 @@ def test_a_recipe_fine_tune_that_does_not_help_keeps_the_starting_weights_and_sa
     for kept, original in zip(model.get_weights(), world["model"].get_weights(), strict=True):
         np.testing.assert_array_equal(kept, original)
     assert any("fine-tuning did not help" in line for line in said)
+
+
+def test_pruning_re_estimates_batch_norm_statistics_a_short_fine_tune_would_leave_stale(world):
+    """keras.applications' BatchNorm momentum is 0.999: after pruning (and a short fine-tune) its moving statistics
+    are not the pruned model's. The prune stage re-estimates them on training batches."""
+    from tfcompress import pipeline
+
+    photos = world["photos"]
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.999, name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(x))
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(photos.batches("train", batch_size=32), epochs=1, verbose=0)
+    train = photos.batches("train", batch_size=32, shuffle=False)
+    context = pipeline.Context(original=model, train=train, test=photos.batches("test"))
+    pruned = pipeline.stages.prune(model, context, method="uniform", target_channels=0.75)
+    conv = keras.Model(pruned.input, pruned.get_layer("conv").output)
+    batches = list(train.take(pipeline.stages.BATCH_NORM_BATCHES))
+    expected = np.mean([np.mean(np.asarray(conv(x)), axis=(0, 1, 2)) for x, _ in batches], axis=0)
+    moving = np.asarray(pruned.get_layer("bn").moving_mean)
+    np.testing.assert_allclose(moving, expected, rtol=1e-4, atol=1e-5)
+    assert moving.shape == (12,)  # 16 channels × 0.75
+    stale = np.asarray(model.get_layer("bn").moving_mean)  # one epoch at 0.999 moves them ~1 % of the way
+    assert np.max(np.abs(stale)) < 0.5 * np.max(np.abs(expected))

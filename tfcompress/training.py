@@ -402,9 +402,12 @@ class KeepBestEpoch(keras.callbacks.Callback):
     that fine-tuning a trained model never leaves it worse than it began (a too-high rate or the wrong augmentation
     does); :meth:`summary` says which won. Acts on :func:`student_of` the trained model (a Distiller's student)."""
 
-    def __init__(self, holdout: tf.data.Dataset):
+    def __init__(self, holdout: tf.data.Dataset, recalibrate_on: Any = None):
+        """``recalibrate_on``: batches on which BatchNorm statistics are re-estimated before each epoch's score
+        (:func:`recalibrate_batch_norm`; a momentum of 0.999 leaves them stale after a short epoch), or None."""
         super().__init__()
         self.holdout = holdout
+        self.recalibrate_on = recalibrate_on
         self.scores: list[float] = []  # index 0: the starting weights; i: after epoch i
         self.best_epoch = 0
         self._best_weights: list[np.ndarray] | None = None
@@ -422,6 +425,8 @@ class KeepBestEpoch(keras.callbacks.Callback):
         self._keep_if_best(0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.recalibrate_on is not None:
+            recalibrate_batch_norm(student_of(self.model), self.recalibrate_on)
         self._keep_if_best(epoch + 1)
 
     def on_train_end(self, logs: dict | None = None) -> None:

@@ -97,6 +97,13 @@ def _one_target(**targets: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- pruning
 
 
+#: training batches over which BatchNorm statistics are re-estimated after surgery and after every fine-tune epoch:
+#: a BatchNorm with momentum 0.999 (keras.applications') barely moves its statistics in a short fine-tune, and
+#: pruned channels change the statistics of the layers after them (a 5 % uniform prune of a trained MobileNetV2:
+#: 87 % → 46 %, 78 % once re-estimated)
+BATCH_NORM_BATCHES = 10
+
+
 def prune(model: keras.Model, context: Context, method: str = "l1", target_macs: float | None = None,
           target_channels: float | None = None, target_params: float | None = None,
           target_latency: float | str | None = None, precision: str = "float32", min_channels: int = 1,
@@ -113,17 +120,24 @@ def prune(model: keras.Model, context: Context, method: str = "l1", target_macs:
         result = netadapt.netadapt(model, context.train, _holdout(context, "netadapt"), table=context.table,
                                    target_latency=target_latency, precision=precision, min_channels=min_channels,
                                    progress=context.progress)
-        return result.model
+        return _recalibrated(result.model, context)
     if method == "fisher":
         result = fisher.fisher_prune(model, context.train, **target, table=context.table, precision=precision,
                                      min_channels=min_channels, max_steps=steps, prune_every=prune_every)
-        return result.model
+        return _recalibrated(result.model, context)
     latency = {}
     if "target_latency" in target:
         latency = {"cost_fn": context.table.cost_fn(model, precision), "target_latency": target_latency}
         target = {}
     data = {"data": context.train} if method in ("taylor", "snip") else {}
-    return channels.prune_channels(model, method, **target, **latency, min_channels=min_channels, **data).model
+    return _recalibrated(
+        channels.prune_channels(model, method, **target, **latency, min_channels=min_channels, **data).model, context)
+
+
+def _recalibrated(model: keras.Model, context: Context) -> keras.Model:
+    """``model`` with its BatchNorm statistics re-estimated on training images (see :data:`BATCH_NORM_BATCHES`)."""
+    training.recalibrate_batch_norm(model, context.train, max_batches=BATCH_NORM_BATCHES)
+    return model
 
 
 def _check_prune(method: str = "l1", target_macs: float | None = None, target_channels: float | None = None,
@@ -255,7 +269,7 @@ def finetune(model: keras.Model, context: Context, epochs: int = 1, lr: float = 
         compile_with(rate)
     callbacks: list[keras.callbacks.Callback] = [training.StopOnNonFinite()]
     if context.holdout is not None:  # never leaves the model worse than it began (on data it did not train on)
-        best = training.KeepBestEpoch(context.holdout)
+        best = training.KeepBestEpoch(context.holdout, recalibrate_on=context.train.take(BATCH_NORM_BATCHES))
         callbacks.append(best)
     trainer.fit(context.train, epochs=epochs, verbose=0, callbacks=callbacks)
     if context.holdout is not None and not best.helped:

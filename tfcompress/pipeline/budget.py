@@ -226,10 +226,11 @@ def compress(
     accurate = row["round_drop_points"] <= max_accuracy_drop
     if fast and accurate:
         message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, accuracy "
-                   f"{-row['round_drop_points']:+.2f} points (limit −{max_accuracy_drop})")
+                   f"{-row['round_drop_points']:+.2f} points (limit −{max_accuracy_drop:.4g})")
     else:
         missed = [f"latency {row['latency_ms']:.3f} ms > {target_ms:.3f} ms" if not fast else "",
-                  f"accuracy lost {row['round_drop_points']:.2f} points > {max_accuracy_drop}" if not accurate else ""]
+                  f"accuracy lost {row['round_drop_points']:.2f} points > {max_accuracy_drop:.4g}"
+                  if not accurate else ""]
         message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
                    f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']}). "
                    f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, max_accuracy_drop, precision)}")

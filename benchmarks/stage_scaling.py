@@ -60,6 +60,8 @@ def measure_one(size: int) -> dict:
     macs = graph.cost()
     done("channel graph")
     work = Path(FLAGS.work_dir)
+    for stale in work.glob(f"table_{size}.*"):  # a table build is timed from scratch, never resumed
+        stale.unlink()
     table = tfc.latency.build_table(model, "litert", output=work / f"table_{size}.npz", precisions=("float32",),
                                     runs=FLAGS.table_runs, repeats=1, force=True, progress=False)
     done("latency table (float32)")

@@ -133,37 +133,44 @@ def load_model_for_dataset(path: str) -> keras.Model:
     _RUN.update(data=None, spec=spec)
     if spec is None:
         return model
-    model_data = data.ModelData.for_model(model, spec, preprocessing, **separate)
-    if model_data.labels is None:
-        original = original_model_path(path)
-        teacher = model if Path(original) == Path(path) else export.load_keras_model(original, custom_objects())
-        model_data = model_data.labelled_by(teacher, batch_size=flags.FLAGS.batch_size)
-        print(f"unlabelled images: {original}'s " + ("top-1 decisions are the labels (accuracy below is agreement "
-              "with it)" if model_data.metric_name == "agreement" else "outputs are the targets of every head "
-              "(scores below are output errors against it, 0 = the same)"))
-    _RUN["data"] = model_data
+    _RUN["data"] = _labelled_by_original(data.ModelData.for_model(model, spec, preprocessing, **separate), path,
+                                         model)
     return model
 
 
 def data_for_tflite(path: str, input_shape: tuple[int, ...], output_width: int | None) -> data.ModelData | None:
     """This run's data for a ``.tflite`` (no Keras model to ask): ``--dataset`` or what its report records, with
     unlabelled images labelled by the original Keras model of its lineage."""
-    from tfcompress import export
 
     spec, preprocessing, separate = _data_choice(path, None)
     _RUN.update(data=None, spec=spec)
     if spec is None:
         return None
-    model_data = data.ModelData.open(spec, preprocessing, input_shape=tuple(input_shape[-3:]),
-                                     output_widths=[output_width], **separate)
-    if model_data.labels is None:
-        original = original_model_path(path)
-        if original.suffix != ".keras":
-            raise ValueError(f"{path}: unlabelled images need the original Keras model to label them, and no report "
-                             "leads to it; give labelled images or evaluate the .keras model")
-        model_data = model_data.labelled_by(export.load_keras_model(original, custom_objects()),
-                                            batch_size=flags.FLAGS.batch_size)
-    _RUN["data"] = model_data
+    _RUN["data"] = _labelled_by_original(data.ModelData.open(spec, preprocessing, input_shape=tuple(input_shape[-3:]),
+                                                             output_widths=[output_width], **separate), path)
+    return _RUN["data"]
+
+
+def _labelled_by_original(model_data: data.ModelData, path: str, model: keras.Model | None = None
+                          ) -> data.ModelData:
+    """``model_data``, its unlabelled images given targets by the first model of ``path``'s lineage (``model`` itself
+    when that is ``path``)."""
+    from tfcompress import export
+
+    if model_data.labels is not None:
+        return model_data
+    original = original_model_path(path)
+    if model is not None and original == Path(path):
+        teacher = model
+    elif original.suffix in (".keras", ".h5"):
+        teacher = export.load_keras_model(original, custom_objects())
+    else:
+        raise ValueError(f"{path}: unlabelled images need the original Keras model to label them, and no report "
+                         "leads to it; give labelled images or evaluate the .keras model")
+    model_data = model_data.labelled_by(teacher, batch_size=flags.FLAGS.batch_size)
+    print(f"unlabelled images: {original}'s " + ("top-1 decisions are the labels (accuracy below is agreement "
+          "with it)" if model_data.metric_name == "agreement" else "outputs are the targets of every head "
+          "(scores below are output errors against it, 0 = the same)"))
     return model_data
 
 
@@ -201,8 +208,7 @@ def _data_choice(path: str, model: keras.Model | None) -> tuple[str | None, data
     std = [float(v) for v in flag("std")] if flag("std") else None
     same_data = not flag("dataset") or flag("dataset") == recorded.get("dataset")
     # the scaling is the model's, whatever the images: the recorded one holds for other data too
-    preprocessing = (data.preprocessing.for_model(model, flag("scaling"), mean, std, recorded)
-                     if model is not None else _tflite_preprocessing(flag("scaling"), mean, std, recorded))
+    preprocessing = data.preprocessing.for_model(model, flag("scaling"), mean, std, recorded)
     separate = {"test_spec": flag("test_data") or (recorded.get("test_data") if same_data else None),
                 "calibration_spec": flag("calibration_data") or (recorded.get("calibration_data") if same_data
                                                                  else None),
@@ -212,13 +218,6 @@ def _data_choice(path: str, model: keras.Model | None) -> tuple[str | None, data
 
 def _flag(name: str) -> Any:
     return flags.FLAGS[name].value if name in flags.FLAGS else None
-
-
-def _tflite_preprocessing(scaling: str | None, mean: list[float] | None, std: list[float] | None,
-                          recorded: dict[str, Any]) -> data.Preprocessing | None:
-    if scaling is not None:
-        return data.Preprocessing(scaling, tuple(mean) if mean else None, tuple(std) if std else None)
-    return data.Preprocessing.from_dict(recorded["preprocessing"]) if recorded.get("preprocessing") else None
 
 
 def _fixed_input(model: keras.Model, path: str, spec: str) -> keras.Model:

@@ -103,15 +103,16 @@ def scales_itself(model: keras.Model) -> str | None:
     return None
 
 
-def for_model(model: keras.Model, scaling: str | None = None, mean: Sequence[float] | None = None,
+def for_model(model: keras.Model | None, scaling: str | None = None, mean: Sequence[float] | None = None,
               std: Sequence[float] | None = None, recorded: dict[str, Any] | None = None) -> Preprocessing | None:
-    """The model's preprocessing: the user's ``scaling`` if given, else ``raw`` when the model scales itself, else
-    what its report ``recorded`` (a ``preprocessing`` entry); None when nothing says (the caller asks the user)."""
+    """The model's preprocessing: the user's ``scaling`` if given, else ``raw`` when the model scales itself (None:
+    no Keras model to look into, e.g. a .tflite), else what its report ``recorded`` (a ``preprocessing`` entry);
+    None when nothing says (the caller asks the user)."""
     if scaling is not None:
         return Preprocessing(scaling, tuple(mean) if mean else None, tuple(std) if std else None)
     if mean or std:
         raise ValueError("--mean/--std need --scaling=mean_std")
-    if scales_itself(model):
+    if model is not None and scales_itself(model):
         return Preprocessing("raw")
     if recorded and recorded.get("preprocessing"):
         return Preprocessing.from_dict(recorded["preprocessing"])

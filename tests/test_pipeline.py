@@ -174,6 +174,13 @@ def test_budget_mode_meets_a_reachable_budget_by_measurement(lenet_budget, conte
     assert result.target_ms == pytest.approx(0.75 * original["latency_ms"])
     assert rounds and rounds[-1]["latency_ms"] <= result.target_ms  # measured on the device, not predicted
     assert rounds[-1]["ratio_to_float32"] <= 0.75  # side by side with the original, in one session
+    # untrained probes corrected the table before any training: every point measured side by side, faster than
+    # the model; the probe that landed within the noise of the budget is the architecture the first round trained
+    assert result.probes == json.loads((folder / "run" / "budget.json").read_text())["probes"]
+    assert all(probe["latency_ms"] < original["latency_ms"] for probe in result.probes)
+    if result.probes[-1]["landed"]:
+        assert rounds[0]["architecture"] == result.probes[-1]["architecture"]
+        assert f"target_latency={result.probes[-1]['aim']}" in rounds[0]["stage"]
     assert rounds[-1]["round_drop_points"] <= LENET_DROP
     assert original_int8["precision"] == "int8" and rounds[-1]["precision"] == result.precision == "float32"
     assert any(line.startswith(f"latency table {folder / 'lenet5_table.npz'}") for line in lines)
@@ -213,7 +220,24 @@ def test_an_unreachable_budget_says_so_and_keeps_the_best_pair(lenet_budget, con
 def _aims(**kwargs):
     from tfcompress.pipeline.budget import _Aims
 
-    return _Aims(**{"target_ms": 1.0, "predicted_full_ms": 2.0, "floor": 0.1, "correction": 1.0, **kwargs})
+    return _Aims(**{"target_ms": 1.0, "predicted_full_ms": 2.0, "floor": 0.1, "measured_full_ms": 2.0, **kwargs})
+
+
+def test_the_tables_correction_passes_through_every_measured_architecture():
+    from tfcompress.pipeline.budget import _Curve
+
+    # benchmarks/results/own_data.md: MobileNetV2 at 96 px, float32; the budget 0.189 ms
+    curve = _Curve(0.386, 0.378)
+    assert curve.predicted_for(0.189) == pytest.approx(0.189 * 0.386 / 0.378)  # one point: the model's ratio
+    curve.add(0.1934, 0.1065)  # an almost empty variant: the table over-predicts it by a near-constant offset
+    # between the points, the line through them (0.250 ms predicted), not the ratio of either end: the ratio of
+    # the small variant aimed its second round at 0.338 ms predicted, which measured 0.278 ms (budget 0.189)
+    assert curve.predicted_for(0.189) == pytest.approx(0.1934 + (0.189 - 0.1065) / (0.378 - 0.1065) * 0.1926)
+    assert 0.24 < curve.predicted_for(0.189) < 0.26
+    assert curve.predicted_for(0.05) == pytest.approx(0.05 * 0.1934 / 0.1065)  # beyond the points: proportional
+    curve.add(0.30, 0.09)  # noise: a slower prediction measured faster; the curve stays non-decreasing
+    assert curve.predicted_for(0.1) == pytest.approx(0.1 * 0.1934 / 0.1065)  # the faster point bounds it
+    assert curve.predicted_for(0.2) <= curve.predicted_for(0.3) <= curve.predicted_for(0.37)
 
 
 def test_a_round_too_slow_aims_at_a_strictly_faster_architecture_by_the_miss_and_the_noise():
@@ -232,7 +256,8 @@ def test_a_round_too_slow_aims_at_a_strictly_faster_architecture_by_the_miss_and
 
 def test_a_round_fast_but_inaccurate_aims_slower_only_where_an_unmeasured_architecture_fits():
     aims = _aims()
-    assert aims.next(0.6, 0.7, fast=True, noise=0.01) * 2.0 == pytest.approx(0.99 * 0.6 / 0.7)  # room: aim slower
+    # room: aim slower, on the line between this architecture and the unpruned model (2.0 ms predicted and measured)
+    assert aims.next(0.6, 0.7, fast=True, noise=0.01) * 2.0 == pytest.approx(0.6 + (0.99 - 0.7) / 1.3 * 1.4)
     aims = _aims()
     assert aims.next(0.6, 0.995, fast=True, noise=0.01) is None  # within the noise of the target: stay
     assert "no room" in aims.stop_reason

@@ -12,23 +12,29 @@
    or built and saved there. When the table says pruning cannot reach the budget at that precision (its floor,
    every group at one channel, corrected by this model's measured time, is above it — int8 kernels with a large
    fixed cost per operator), float32 is tried next.
-4. A round prunes the *original* model to the table's prediction of the target (``method``: latency-aware
+4. The table is corrected by what this model measures on this device before any training: architectures
+   pruned (l1, or uniform for ``method="uniform"``) to the table's view of the target, untrained, are exported
+   and measured side by side with the original until one lands within the noise of the target (at most
+   :data:`MAX_PROBES`; seconds each, where a trained round takes minutes). Measured time as a function of the
+   predicted time, piecewise linear through every architecture measured (:class:`_Curve`), replaces the table's
+   own scale: tables of mobile models over-predict small variants by a near-constant offset that no single
+   ratio describes.
+5. A round prunes the *original* model to the corrected table's view of the target (``method``: latency-aware
    Fisher by default, the best of ``benchmarks/results/netadapt.md``; netadapt, l1 or uniform), fine-tunes it
-   with distillation from the original, exports it and **measures it on the device**. The table's prediction
-   is corrected by what this model measures on this device (measured / predicted: first the unpruned model's,
-   then the last round's) and every aim keeps a margin of the measurement's noise (how much the interleaved
-   passes disagree). When a round misses the time, the next aims at an architecture the corrected table says is
-   faster by the miss plus the noise — strictly faster than the one measured, so no round repeats an
-   architecture; when it meets the time but loses too much accuracy, the next aims slower only while the
-   corrected table says a slower one still fits and it lies between architectures already measured
-   (``max_rounds``).
-5. The result is the last round's model when it meets both limits; otherwise the round with the best
+   with distillation from the original, exports it and **measures it on the device**; its point joins the
+   curve. Every aim keeps a margin of the measurement's noise (how much the interleaved passes disagree). When
+   a round misses the time, the next aims at an architecture the corrected table says is faster by the miss
+   plus the noise — strictly faster than the one measured, so no round repeats an architecture; when it meets
+   the time but loses too much accuracy, the next aims slower only while the corrected table says a slower one
+   still fits and it lies between architectures already measured (``max_rounds``).
+6. The result is the last round's model when it meets both limits; otherwise the round with the best
    latency among those within the accuracy limit (or the most accurate), and ``message`` says what was not met,
    which limit held it back and what would meet it.
 
 Every round is a recipe run by :func:`tfcompress.pipeline.run_recipe` in ``folder/round_N`` (resumable stage by
-stage); ``folder`` also gets ``model.keras``, ``model.tflite``, ``recipe.json`` (the recipe that reproduces the
-result from the input model), ``budget.json`` and ``summary.md/.json/.png`` (every round, side by side).
+stage); the probes go to ``folder/probes``; ``folder`` also gets ``model.keras``, ``model.tflite``, ``recipe.json``
+(the recipe that reproduces the result from the input model), ``budget.json`` (with every probe) and
+``summary.md/.json/.png`` (every round, side by side).
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import files, latency
+from tfcompress import export, files, latency
 from tfcompress.graph import ChannelGraph
 from tfcompress.pipeline.recipe import Recipe
-from tfcompress.pipeline.run import Measurement, run_recipe, write_summary
+from tfcompress.pipeline.run import Measurement, calibration_images, run_recipe, write_summary
 from tfcompress.pipeline.stages import Context
+from tfcompress.pruning import channels
 
 BUDGET_METHODS = ("fisher", "netadapt", "l1", "uniform")
 #: int8 is chosen when it takes at most this fraction of float32's time (measured side by side; runs of one
@@ -55,6 +62,8 @@ INT8_MARGIN = 0.95
 #: the least and the most relative noise an aim allows for: interleaved passes on one host agree within ~1 %
 #: at best; past 10 % the measurement, not the aim, is what needs fixing (more runs, a quiet device)
 MIN_NOISE, MAX_NOISE = 0.01, 0.10
+#: untrained architectures measured at most before the first round (each: prune, export, measure — seconds)
+MAX_PROBES = 4
 
 
 @dataclasses.dataclass
@@ -71,6 +80,7 @@ class BudgetResult:
     met: bool
     message: str
     table_path: Path | None = None
+    probes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def compress(
@@ -176,9 +186,14 @@ def compress(
     context = dataclasses.replace(context, table=table)
     floor = floor_ms / start_ms
 
-    # 4. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again
-    aims = _Aims(target_ms, predicted_full, floor, correction=start_ms / predicted_full)
-    aim = aims.first(noise)
+    # 4. the table corrected by untrained architectures measured side by side with the original
+    aims = _Aims(target_ms, predicted_full, floor, measured_full_ms=start_ms)
+    probes, noise = _probe(model, context, table, precision, method, aims, noise, folder / "probes",
+                           exported["float32"], reference["latency_ms"], measurement)
+
+    # 5. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again;
+    # the first at the probe that landed, if one did (l1 and uniform then train the architecture measured)
+    aim = probes[-1]["aim"] if probes and probes[-1]["landed"] else aims.first(noise)
     best: tuple[dict[str, Any], Any, Recipe] | None = None
     for number in range(1, max_rounds + 1):
         prune = {"stage": "prune", "method": method, "target_latency": round(float(aim), 4), "precision": precision}
@@ -235,7 +250,45 @@ def compress(
                    f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']}). "
                    f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, max_accuracy_drop, precision)}")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
-                   table_path)
+                   table_path, probes)
+
+
+def _probe(model: keras.Model, context: Context, table: latency.Table, precision: str, method: str, aims: _Aims,
+           noise: float, folder: Path, original: Path, original_ms: float, measurement: Measurement
+           ) -> tuple[list[dict[str, Any]], float]:
+    """Untrained architectures at the aim, each exported and measured side by side with the ``original`` file,
+    until one lands within the noise of the target (``landed``), the aim repeats an architecture or
+    :data:`MAX_PROBES` are spent; every point teaches ``aims`` the measured time of the table's prediction.
+    Returns the probes (one dict each) and the last measurement's noise."""
+    probes: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    importance = "uniform" if method == "uniform" else "l1"  # instant; latency does not depend on the weights
+    calibration = ({"representative_data": calibration_images(context, measurement), "num_calibration_samples": 8}
+                   if precision == "int8" else {})
+    cost = table.cost_fn(model, precision)
+    for number in range(1, MAX_PROBES + 1):
+        aim = round(float(aims.first(noise)), 4)
+        pruned = channels.prune_channels(model, importance, cost_fn=cost, target_latency=aim).model
+        architecture = _architecture(pruned)
+        if architecture in seen:
+            break
+        seen.add(architecture)
+        path = folder / f"probe_{number}.tflite"
+        export.to_tflite(pruned, precision, output=path, **calibration)
+        (reference_ms, probe_ms), noise = _measured_once(folder / f"probe_{number}", {"aim": aim, "method": importance},
+                                                         [original, path], measurement)
+        measured = probe_ms / reference_ms * original_ms
+        predicted = table.predict(pruned, precision).total_us / 1000
+        aims.learn(predicted, measured)
+        landed = abs(measured - aims.target_ms * (1 - noise)) <= noise * aims.target_ms
+        probes.append({"aim": aim, "predicted_ms": round(predicted, 4), "latency_ms": round(measured, 4),
+                       "architecture": architecture, "landed": landed})
+        context.say(f"probe {number} ({importance}, untrained): aimed at {aim:.3f}× of the table, predicted "
+                    f"{predicted:.3f} ms, measured {measured:.3f} ms ± {100 * noise:.1f} % (budget "
+                    f"{aims.target_ms:.3f} ms){': landed' if landed else ''}")
+        if landed:
+            break
+    return probes, noise
 
 
 def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement
@@ -271,17 +324,49 @@ def _noise(by_pass: list[list[float]]) -> float:
     return float(min(MAX_NOISE, max(MIN_NOISE, spread)))
 
 
+class _Curve:
+    """The measured time of a predicted time, for one model on one device: piecewise linear through every
+    architecture measured (made non-decreasing: a faster prediction never expects a slower time), proportional
+    (through the origin) beyond the fastest and the slowest point; one point is a plain ratio. MobileNetV2's
+    float32 table at 96 px over-predicts small variants by a near-constant offset (an almost empty variant
+    predicted 0.193 ms, measured 0.106; the full model 0.386 / 0.378): a ratio taken at either end misses the
+    middle by a third."""
+
+    def __init__(self, predicted_ms: float, measured_ms: float):
+        self.points: list[tuple[float, float]] = []
+        self.add(predicted_ms, measured_ms)
+
+    def add(self, predicted_ms: float, measured_ms: float) -> None:
+        self.points.append((float(predicted_ms), float(measured_ms)))
+
+    def _monotone(self) -> tuple[np.ndarray, np.ndarray]:
+        ordered = sorted(self.points)
+        predicted = np.array([p for p, _ in ordered])
+        return predicted, np.maximum.accumulate([m for _, m in ordered])
+
+    def predicted_for(self, measured_ms: float) -> float:
+        """The predicted time expected to measure ``measured_ms``; among equal expectations, the fastest."""
+        predicted, measured = self._monotone()
+        if measured_ms <= measured[0]:
+            return measured_ms * predicted[0] / measured[0]
+        if measured_ms >= measured[-1]:
+            return measured_ms * predicted[-1] / measured[-1]
+        upper = int(np.searchsorted(measured, measured_ms))  # measured[upper - 1] < measured_ms <= measured[upper]
+        share = (measured_ms - measured[upper - 1]) / (measured[upper] - measured[upper - 1])
+        return float(predicted[upper - 1] + share * (predicted[upper] - predicted[upper - 1]))
+
+
 class _Aims:
     """Where the next round aims, as a fraction of the table's prediction of the unpruned model.
 
-    The table's prediction times ``correction`` (measured / predicted for this model on this device; the last
-    round's replaces the unpruned model's) is the expected time. Architectures already measured bound the search:
-    below the fastest one found too slow, above the slowest one found fast enough but too inaccurate; an aim that
-    cannot fall strictly between them would repeat one, and the rounds stop (``stop_reason`` says why)."""
+    The expected time of a prediction comes from a :class:`_Curve` through every architecture measured: the
+    unpruned model (``measured_full_ms``), the probes, the rounds. Architectures already measured bound the
+    search: below the fastest one found too slow, above the slowest one found fast enough but too inaccurate; an
+    aim that cannot fall strictly between them would repeat one, and the rounds stop (``stop_reason`` says why)."""
 
-    def __init__(self, target_ms: float, predicted_full_ms: float, floor: float, correction: float):
+    def __init__(self, target_ms: float, predicted_full_ms: float, floor: float, measured_full_ms: float):
         self.target_ms, self.predicted_full_ms, self.floor = target_ms, predicted_full_ms, floor
-        self.correction = correction
+        self.curve = _Curve(predicted_full_ms, measured_full_ms)
         self.too_slow_ms = predicted_full_ms  # predicted time of the fastest architecture measured too slow
         self.inaccurate_ms = 0.0  # predicted time of the slowest measured fast enough but too inaccurate
         self.stop_reason = ""
@@ -290,13 +375,17 @@ class _Aims:
         return max(self.floor, min(1.0, self._expected_fit(noise) / self.predicted_full_ms))
 
     def _expected_fit(self, noise: float) -> float:
-        """The predicted time whose corrected time is the target less the noise."""
-        return self.target_ms * (1 - noise) / self.correction
+        """The predicted time expected to measure the target less the noise."""
+        return self.curve.predicted_for(self.target_ms * (1 - noise))
+
+    def learn(self, predicted_ms: float, measured_ms: float) -> None:
+        """An untrained architecture's point: corrects the curve, bounds nothing (no accuracy was measured)."""
+        self.curve.add(predicted_ms, measured_ms)
 
     def next(self, predicted_ms: float, measured_ms: float, fast: bool, noise: float) -> float | None:
         """The next aim after a round whose architecture the table predicted at ``predicted_ms`` and the device
         measured at ``measured_ms`` (``fast``: within the target); None when no architecture is left to try."""
-        self.correction = measured_ms / predicted_ms
+        self.curve.add(predicted_ms, measured_ms)
         if fast:
             self.inaccurate_ms = max(self.inaccurate_ms, predicted_ms)
         else:
@@ -381,15 +470,17 @@ def _better(row: dict[str, Any], best: dict[str, Any], max_drop: float) -> bool:
 
 
 def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows: list[dict[str, Any]],
-            target_ms: float, precision: str, met: bool, message: str, table_path: Path | None = None
-            ) -> BudgetResult:
+            target_ms: float, precision: str, met: bool, message: str, table_path: Path | None = None,
+            probes: list[dict[str, Any]] | None = None) -> BudgetResult:
     files.save_model(model, folder / "model.keras")
     files.write_bytes(folder / "model.tflite", Path(tflite).read_bytes())
     files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
     files.write_json(folder / "budget.json", {"target_ms": target_ms, "precision": precision, "met": met,
                                               "message": message, "recipe": recipe.to_list(),
-                                              "table": None if table_path is None else str(table_path)})
+                                              "table": None if table_path is None else str(table_path),
+                                              "probes": probes or []})
     for number, row in enumerate(rows):
         row["step"] = f"{number:02d}"
     write_summary(rows, folder, precision)
-    return BudgetResult(model, folder / "model.tflite", recipe, rows, target_ms, precision, met, message, table_path)
+    return BudgetResult(model, folder / "model.tflite", recipe, rows, target_ms, precision, met, message, table_path,
+                        probes or [])

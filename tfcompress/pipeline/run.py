@@ -71,7 +71,7 @@ def measure_row(model: keras.Model, precision: str, context: Context, measuremen
     non-zeros, MACs, size raw and gzip, latency measured on the device (and its fingerprint), MicroNet score."""
     calibration = {}
     if precision == "int8":
-        calibration = {"representative_data": _calibration(context, measurement), "num_calibration_samples": 256}
+        calibration = {"representative_data": calibration_images(context, measurement), "num_calibration_samples": 256}
     flatbuffer = export.to_tflite(model, precision, output=tflite_path, **calibration)
     plain = export.strip(model)
     counts = profile(plain).total
@@ -95,7 +95,8 @@ def measure_row(model: keras.Model, precision: str, context: Context, measuremen
     }
 
 
-def _calibration(context: Context, measurement: Measurement) -> np.ndarray:
+def calibration_images(context: Context, measurement: Measurement) -> np.ndarray:
+    """The images that calibrate an int8 export: ``measurement.calibration``, else 256 training images (kept)."""
     if measurement.calibration is not None:
         return measurement.calibration
     images = [x for x, _ in context.train.take(4).as_numpy_iterator()]

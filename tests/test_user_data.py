@@ -344,11 +344,74 @@ def test_budget_mode_from_an_unlabelled_folder_by_agreement(world, tmp_path):
     run_script("export", f"--model={out / 'model.keras'}", f"--output={tmp_path / 'm.tflite'}")
     assert str(world["root"] / "unlabelled") in json.loads((tmp_path / "m.tflite.json").read_text())["parity"][
         "inputs"]
+
+
+@pytest.mark.slow
+def test_budget_mode_on_a_model_with_three_outputs_by_the_output_error_of_its_worst_head(world, tmp_path):
     keras.utils.set_random_seed(0)
     _face_net().save(tmp_path / "face.keras")
-    refused = run_script("compress", f"--model={tmp_path / 'face.keras'}", f"--dataset={world['root'] / 'unlabelled'}",
-                         "--scaling=unit", "--latency_fraction=0.5", f"--output_dir={tmp_path / 'face'}", check=False)
-    assert refused.returncode == 1 and "budget mode judges a classifier" in refused.stderr
+    face = [f"--model={tmp_path / 'face.keras'}", f"--dataset={world['root'] / 'unlabelled'}", "--scaling=unit",
+            "--latency_fraction=0.7"]
+    # limits that do not fit the targets are refused in one line, before any work
+    for wrong, says in (("--max_accuracy_drop=1", "limit it with --max_output_error"),
+                        ("--min_agreement=0.9", "limit it with --max_output_error"),
+                        ("--runs=5", "give --max_output_error")):
+        refused = run_script("compress", *face, wrong, f"--output_dir={tmp_path / 'refused'}", check=False)
+        assert refused.returncode == 1 and says in refused.stderr.strip().splitlines()[-1]
+    classifier = run_script("compress", f"--model={world['root'] / 'user.keras'}", "--max_output_error=0.1",
+                            f"--dataset={world['root'] / 'photos'}", "--scaling=tf", "--latency_fraction=0.7",
+                            f"--output_dir={tmp_path / 'refused'}", check=False)
+    assert classifier.returncode == 1 and "give --max_accuracy_drop or --min_agreement" in classifier.stderr
+    assert not (tmp_path / "refused" / "base").exists()
+
+    out = tmp_path / "face_budget"
+    process = run_script("compress", *face, "--max_output_error=0.5", "--max_rounds=2", "--finetune_epochs=2",
+                         "--lr=0.001", "--runs=20", "--eval_limit=0", f"--output_dir={out}", check=False)
+    assert process.returncode in (0, 3), process.stderr  # 3: not met, said plainly (a tiny net's tiny latency)
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    original, *_, last = rows
+    assert all(row["litert_accuracy"] is None for row in rows)  # judged by its heads' outputs, not accuracy
+    assert original["litert_output_error"] < 1e-3  # the float32 original reproduces its own outputs in LiteRT
+    for row in rows[2:]:  # the loss in points is the output error's increase, ×100
+        assert row["round_drop_points"] == pytest.approx(
+            100 * (row["litert_output_error"] - original["litert_output_error"]), abs=1e-3)
+        assert row["params"] < original["params"]
+    budget = json.loads((out / "budget.json").read_text())
+    assert "output error" in budget["message"] and "LiteRT output error" in (out / "summary.md").read_text()
+    assert budget["met"] == (last["litert_output_error"] <= 0.5 and last["latency_ms"] <= budget["target_ms"])
+    # the written .tflite is the one judged: evaluated again through its report, the same worst-head error
+    lite = run_script("evaluate", f"--model={out / 'model.tflite'}", f"--json={tmp_path / 'lite.json'}")
+    assert "per output:" in lite.stdout
+    best = min(rows[2:], key=lambda row: (row["round_drop_points"] > 50, row["latency_ms"]))
+    assert json.loads((tmp_path / "lite.json").read_text())["output_error"] == pytest.approx(
+        best["litert_output_error"], abs=1e-4)
+
+
+def test_a_recipe_on_a_model_with_three_outputs_distils_every_head(world, tmp_path):
+    """prune → distil → int8 on a three-headed net from unlabelled images: every row is judged by the output error
+    of the worst head, and distillation (matching the original's outputs) brings the pruned heads back."""
+    from tfcompress import pipeline
+
+    keras.utils.set_random_seed(2)
+    model = _face_net()
+    judged = data.ModelData.for_model(model, str(world["root"] / "unlabelled"), data.Preprocessing("unit")) \
+        .labelled_by(model)
+    context = pipeline.Context.of_data(model, judged, batch_size=32, holdout_fraction=0.2)
+    result = pipeline.run_recipe(model, [{"stage": "prune", "method": "uniform", "target_channels": 0.75},
+                                         {"stage": "distill", "epochs": 2, "lr": 0.001},
+                                         {"stage": "quantize", "precision": "int8"}], context, tmp_path / "run",
+                                 pipeline.Measurement(runs=5, eval_limit=None))
+    original, pruned, distilled, int8 = result.rows
+    assert all(row["keras_accuracy"] is None and row["litert_accuracy"] is None for row in result.rows)
+    assert original["litert_output_error"] < 1e-3 and original["litert_score"] > 0.999
+    assert pruned["litert_output_error"] > 0.1  # a quarter of the channels gone moves the heads
+    assert distilled["litert_output_error"] < pruned["litert_output_error"]
+    assert distilled["keras_output_error"] == pytest.approx(distilled["litert_output_error"], abs=1e-3)
+    assert int8["litert_output_error"] < distilled["litert_output_error"] + 0.1
+    table = result.table()
+    assert "output error" in table and "acc." not in table  # the columns that have values, only
+    with pytest.raises(ValueError, match="cannot teach without class labels"):
+        pipeline.stages.finetune(model, context, teacher=str(tmp_path / "run" / "01_prune" / "model.keras"))
 
 
 def test_a_recipe_fine_tune_that_does_not_help_keeps_the_starting_weights_and_says_so(world):

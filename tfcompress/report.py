@@ -85,6 +85,8 @@ def _format(key: str, value: Any) -> str:
         return "–"
     if "accuracy" in key:
         return f"{100 * value:.2f} %"
+    if key.endswith("output_error"):
+        return f"{value:.4f}"
     if key.endswith("_ratio"):
         return f"{value:.2f}×"
     if key.startswith("latency"):

@@ -8,7 +8,9 @@
 The data is the model's: ``--dataset`` (a folder of the user's images, labelled by class sub-folders or not, an
 .npz, a dataset name) with the model's ``--scaling``, or what the model's report records. On unlabelled images, or
 with ``--min_agreement``, every accuracy is top-1 agreement with the original model and fine-tuning is pure
-distillation from it.
+distillation from it. A model whose targets are its own outputs (several heads; no class labels for a model that is
+not a classifier) is judged by the output error of its worst head, limited by ``--max_output_error``, and fine-tuned
+by matching the original's outputs on every head.
 
 Budget mode (``--latency_ms`` or ``--latency_fraction`` of the model's measured float32 latency): measures the
 model on ``--device`` in float32 and int8 and keeps the faster precision whose accuracy fits; builds (or loads,
@@ -17,7 +19,7 @@ distillation from the original, exports, measures on the device, and aims lower 
 the budget (``--max_rounds``). Says plainly when the budget cannot be met within ``--max_accuracy_drop`` points,
 with the best pair reached. Recipe mode runs the stages of ``--recipe`` (see tfcompress.pipeline.recipe).
 
-OUTPUT_DIR gets model.keras (with model.keras.json: the original and the data it was judged on), model.tflite,
+OUTPUT_DIR gets model.keras and model.tflite (each with a .json report: the original and the data it was judged on),
 recipe.json (what reproduces the result: ``--recipe`` it), summary.md, summary.json, summary.png, and one folder per
 stage or round; a rerun resumes where a run stopped. Exits with status 3 when the budget is not met (the outputs are
 written all the same: the best pair reached).
@@ -42,8 +44,14 @@ flags.DEFINE_float("max_accuracy_drop", 1.0, "Budget mode: top-1 points the resu
 flags.DEFINE_float("min_agreement", None, "Budget mode: instead of an accuracy limit, the top-1 agreement with the "
                    "original model the result must keep, in (0, 1] (needs no labels; e.g. 0.97).")
 flags.register_validator("min_agreement", lambda v: v is None or 0 < v <= 1, message="--min_agreement: in (0, 1]")
+flags.DEFINE_float("max_output_error", None, "Budget mode, for a model judged by its outputs (several heads, no "
+                   "labels): the output error of the worst head the result may reach — RMS of the difference to the "
+                   "original's outputs over their spread, e.g. 0.05.")
+flags.register_validator("max_output_error", lambda v: v is None or 0 < v < 1,
+                         message="--max_output_error: in (0, 1), e.g. 0.05")
 flags.DEFINE_enum("method", "fisher", ["fisher", "netadapt", "l1", "uniform"], "Budget mode: how to prune to "
-                  "the table's prediction (latency-aware Fisher was best in benchmarks/results/netadapt.md).")
+                  "the table's prediction (latency-aware Fisher was best in benchmarks/results/netadapt.md; l1 for "
+                  "a model judged by its outputs).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "int8"], "Budget mode: export precision (auto: the "
                   "faster measured one within the accuracy limit).")
 flags.DEFINE_string("table", None, "The device's latency table (.npz) for latency targets; budget mode builds "
@@ -87,6 +95,19 @@ def main(argv: list[str]) -> None:
     model = load_model_for_dataset(FLAGS.model)
     model_data = run_data("compression")
     max_drop = FLAGS.max_accuracy_drop
+    if model_data.metric_name == "output error":
+        if FLAGS["max_accuracy_drop"].present or FLAGS.min_agreement is not None:
+            raise ValueError("this model is judged by the output error of its heads, not by accuracy: limit it with "
+                             "--max_output_error (e.g. 0.05)")
+        if FLAGS.max_output_error is None and recipe is None:
+            raise ValueError("this model's targets are its own outputs (several heads, or no class labels): give "
+                             "--max_output_error, the worst head's error the result may reach (e.g. 0.05)")
+    elif FLAGS.max_output_error is not None:
+        raise ValueError(f"--max_output_error limits a model judged by its outputs; this one is judged by "
+                         f"{model_data.metric_name}: give --max_accuracy_drop or --min_agreement")
+    method = FLAGS.method
+    if model_data.metric_name == "output error" and not FLAGS["method"].present:
+        method = "l1"  # fisher and netadapt score channels by a class loss
     if FLAGS.min_agreement is not None:  # judged by agreement with the original, whatever labels there are
         if FLAGS["max_accuracy_drop"].present:
             raise ValueError("give --max_accuracy_drop or --min_agreement, not both")
@@ -96,9 +117,11 @@ def main(argv: list[str]) -> None:
     print(f"data: {model_data.train.description} ({len(model_data.train)} images), test "
           f"{model_data.test.description} ({len(model_data.test)}), scaling {model_data.preprocessing.describe()}; "
           f"limit on {model_data.metric_name}")
-    # model.keras.json: the result records its original and data, so the next program (export, evaluate) finds them
-    tfc.files.write_json(folder / "model.keras.json", {"source": FLAGS.model, "metric": model_data.metric_name,
-                                                **data_report()})
+    # model.keras.json and model.tflite.json: the results record their original and data, so the next program
+    # (export, evaluate) finds them
+    for result_file in ("model.keras", "model.tflite"):
+        tfc.files.write_json(folder / f"{result_file}.json", {"source": FLAGS.model, "metric": model_data.metric_name,
+                                                              **data_report()})
     context = tfc.pipeline.Context.of_data(model, model_data, batch_size=FLAGS.batch_size,
                                            holdout_fraction=FLAGS.holdout_fraction, train_limit=FLAGS.train_limit,
                                            seed=FLAGS.seed, augment=FLAGS.augment)
@@ -113,12 +136,12 @@ def main(argv: list[str]) -> None:
         return
     result = tfc.compress(
         model, context, folder=folder, latency_ms=FLAGS.latency_ms, latency_fraction=FLAGS.latency_fraction,
-        max_accuracy_drop=max_drop, measurement=measurement, method=FLAGS.method,
+        max_accuracy_drop=max_drop, max_output_error=FLAGS.max_output_error, measurement=measurement, method=method,
         precision=FLAGS.precision, table_path=FLAGS.table, finetune_epochs=FLAGS.finetune_epochs, lr=FLAGS.lr,
         alpha=FLAGS.alpha, temperature=FLAGS.temperature, max_rounds=FLAGS.max_rounds,
         fisher_steps=FLAGS.fisher_steps, fisher_prune_every=FLAGS.fisher_prune_every,
     )
-    print(tfc.report.markdown_table(result.rows, tfc.pipeline.run.SUMMARY_COLUMNS))
+    print(tfc.pipeline.run.summary_table(result.rows))
     print(result.message)
     table = f" --table={result.table_path}" if result.table_path else ""
     print(f"→ {result.tflite} ({folder / 'summary.md'}; reproduce with --recipe={folder / 'recipe.json'}{table})")

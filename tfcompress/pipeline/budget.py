@@ -51,7 +51,7 @@ import numpy as np
 from tfcompress import export, files, latency
 from tfcompress.graph import ChannelGraph
 from tfcompress.pipeline.recipe import Recipe
-from tfcompress.pipeline.run import Measurement, calibration_images, run_recipe, write_summary
+from tfcompress.pipeline.run import Measurement, calibration_images, judged, run_recipe, write_summary
 from tfcompress.pipeline.stages import Context
 from tfcompress.pruning import channels
 
@@ -91,6 +91,7 @@ def compress(
     latency_ms: float | None = None,
     latency_fraction: float | None = None,
     max_accuracy_drop: float = 1.0,
+    max_output_error: float | None = None,
     measurement: Measurement | None = None,
     method: str = "fisher",
     precision: str = "auto",
@@ -110,7 +111,11 @@ def compress(
             float32 latency (one of them).
         max_accuracy_drop: the accuracy the result may lose, in points (1.0 = one point of top-1 %), measured in
             LiteRT against the float32 original on the same test images.
-        method: how to prune to the table's prediction: fisher (latency-aware), netadapt, l1 or uniform.
+        max_output_error: instead, for a model whose targets are its own outputs (several heads, or images
+            without labels for a model that is not a classifier): the output error of the worst head the result
+            may reach in LiteRT (RMS of the difference over the original's spread: 0.05 is 5 % of it).
+        method: how to prune to the table's prediction: fisher (latency-aware), netadapt, l1 or uniform; l1 or
+            uniform when the targets are the original's outputs (the others score channels by a class loss).
         precision: "auto" (chosen by measurement), "float32" or "int8".
         table_path: where the device's latency table is read from, or written to when it does not exist;
             ``{precision}`` in it is replaced by the chosen precision (default
@@ -136,9 +141,8 @@ def compress(
     if max_accuracy_drop < 0 or max_rounds < 1 or finetune_epochs < 1:
         raise ValueError(f"need max_accuracy_drop ≥ 0, max_rounds ≥ 1, finetune_epochs ≥ 1; got "
                          f"{max_accuracy_drop}, {max_rounds}, {finetune_epochs}")
-    if isinstance(context.test.element_spec[1], tuple):
-        raise ValueError("budget mode judges a classifier by accuracy or top-1 agreement; this model's targets are "
-                         "its outputs (several heads or no class scores): prune, export and evaluate it instead")
+    limit = _Limit.of(context, max_accuracy_drop, max_output_error, method)
+    max_accuracy_drop = limit.points
     measurement = measurement or Measurement()
     folder = files.check_output_folder(folder)
     table_path = Path(table_path) if table_path is not None else None
@@ -154,13 +158,13 @@ def compress(
         by_precision[precision_name]["latency_ms"] = round(ms, 4)
     reference = by_precision["float32"]
     target_ms = latency_ms if latency_ms is not None else latency_fraction * reference["latency_ms"]
-    drop = {p: 100 * (reference["litert_accuracy"] - row["litert_accuracy"]) for p, row in by_precision.items()}
+    drop = {p: limit.lost(row, reference) for p, row in by_precision.items()}
     candidates = [precision] if precision != "auto" else _precision_order(
         {p: row["latency_ms"] for p, row in by_precision.items()}, drop, max_accuracy_drop)
     precision = candidates[0]
     context.say(f"budget {target_ms:.3f} ms on {reference['host'].get('device')}: float32 "
                 f"{by_precision['float32']['latency_ms']:.3f} ms, int8 {by_precision['int8']['latency_ms']:.3f} ms "
-                f"(LiteRT accuracy {-drop['int8']:+.2f} points) → {precision}")
+                f"(LiteRT {limit.describe(drop['int8'])}) → {precision}")
     rows = [dict(reference, stage="original"), dict(by_precision["int8"], stage="original int8")]
     start_ms = by_precision[precision]["latency_ms"]
     if start_ms <= target_ms and drop[precision] <= max_accuracy_drop:
@@ -209,7 +213,7 @@ def compress(
         run = run_recipe(model, recipe, context, folder / f"round_{number}", measurement)
         row = dict(run.rows[-1], stage=f"round {number}: {run.rows[1]['stage']} + distill"
                    + (" + int8" if precision == "int8" else ""))
-        row["round_drop_points"] = round(100 * (reference["litert_accuracy"] - row["litert_accuracy"]), 3)
+        row["round_drop_points"] = round(limit.lost(row, reference), 3)
         row["seconds"] = round(sum(step["seconds"] for step in run.rows[1:]), 1)
         (original_ms, round_ms), noise = _measured_once(run.folder, recipe.to_list(),
                                                         [exported["float32"], run.tflite], measurement)
@@ -220,8 +224,8 @@ def compress(
         rows.append(row)
         context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), got "
                     f"{row['predicted_ms']:.3f} ms predicted, measured {row['latency_ms']:.3f} ms ± "
-                    f"{100 * noise:.1f} % (budget {target_ms:.3f}), LiteRT accuracy {row['litert_accuracy']:.4f} "
-                    f"({-row['round_drop_points']:+.2f} points)")
+                    f"{100 * noise:.1f} % (budget {target_ms:.3f}), LiteRT {judged(row)} "
+                    f"({limit.describe(row['round_drop_points'])})")
         if best is None or _better(row, best[0], max_accuracy_drop):
             best = (row, run, recipe)
         fast, accurate = row["latency_ms"] <= target_ms, row["round_drop_points"] <= max_accuracy_drop
@@ -240,15 +244,15 @@ def compress(
     fast = row["latency_ms"] <= target_ms
     accurate = row["round_drop_points"] <= max_accuracy_drop
     if fast and accurate:
-        message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, accuracy "
-                   f"{-row['round_drop_points']:+.2f} points (limit −{max_accuracy_drop:.4g})")
+        message = (f"met: {row['latency_ms']:.3f} ms ≤ {target_ms:.3f} ms, {limit.describe(row['round_drop_points'])} "
+                   f"(limit {limit.describe(max_accuracy_drop)})")
     else:
         missed = [f"latency {row['latency_ms']:.3f} ms > {target_ms:.3f} ms" if not fast else "",
-                  f"accuracy lost {row['round_drop_points']:.2f} points > {max_accuracy_drop:.4g}"
-                  if not accurate else ""]
+                  f"{limit.describe(row['round_drop_points'])} beyond the limit of "
+                  f"{limit.describe(max_accuracy_drop)}" if not accurate else ""]
         message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
-                   f"{row['latency_ms']:.3f} ms at {-row['round_drop_points']:+.2f} points ({row['stage']}). "
-                   f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, max_accuracy_drop, precision)}")
+                   f"{row['latency_ms']:.3f} ms at {limit.describe(row['round_drop_points'])} ({row['stage']}). "
+                   f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, limit, precision)}")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
                    table_path, probes)
 
@@ -441,14 +445,51 @@ def _architecture(model: keras.Model) -> str:
     return hashlib.sha256(shapes.encode()).hexdigest()[:12]
 
 
-def _advice(row: dict[str, Any], target_ms: float, max_drop: float, precision: str) -> str:
+def _advice(row: dict[str, Any], target_ms: float, limit: _Limit, precision: str) -> str:
     """What would meet the budget, from the best round."""
     other = "float32" if precision == "int8" else "int8"
     if row["latency_ms"] > target_ms:
         return (f"To meet it: a budget of {row['latency_ms']:.3f} ms, more rounds (max_rounds), or precision "
                 f"{other} if it is faster on this device")
-    return (f"To meet it: max_accuracy_drop {row['round_drop_points']:.2f}, more fine-tune epochs, or a looser "
-            "latency budget")
+    return f"To meet it: {limit.option(row['round_drop_points'])}, more fine-tune epochs, or a looser latency budget"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limit:
+    """How much the result may lose: ``points`` of LiteRT score against the float32 original — top-1 accuracy
+    (or agreement) in points, or, when the targets are the original's outputs (``outputs``), 100 × the output
+    error of the worst head (the original's own is ~0 in float32 LiteRT)."""
+
+    points: float
+    outputs: bool
+
+    @classmethod
+    def of(cls, context: Context, max_accuracy_drop: float, max_output_error: float | None, method: str) -> _Limit:
+        """The limit of a run on ``context``'s targets, or a one-line error for a limit that does not fit them."""
+        outputs = isinstance(context.test.element_spec[1], tuple)
+        if not outputs:
+            if max_output_error is not None:
+                raise ValueError("max_output_error limits a model judged by its outputs; this one is judged by "
+                                 "top-1 accuracy or agreement: give max_accuracy_drop")
+            return cls(max_accuracy_drop, False)
+        if max_output_error is None or not 0 < max_output_error < 1:
+            raise ValueError("this model's targets are its own outputs (several heads, or no class labels): give "
+                             f"max_output_error in (0, 1), e.g. 0.05; got {max_output_error}")
+        if method not in ("l1", "uniform"):
+            raise ValueError(f"method {method!r} scores channels by a classifier's loss; a model judged by its "
+                             "outputs is pruned by l1 or uniform")
+        return cls(100 * max_output_error, True)
+
+    def lost(self, row: dict[str, Any], reference: dict[str, Any]) -> float:
+        return 100 * (reference["litert_score"] - row["litert_score"])
+
+    def describe(self, points: float) -> str:
+        """A loss in the user's words: ``-0.42 points`` or ``output error +0.0213``."""
+        return f"output error {points / 100:+.4f}" if self.outputs else f"{-points:+.2f} points"
+
+    def option(self, points: float) -> str:
+        """The argument that would accept a loss of ``points``."""
+        return f"max_output_error {points / 100:.4f}" if self.outputs else f"max_accuracy_drop {points:.2f}"
 
 
 def _floor_fraction(model: keras.Model, table: latency.Table, precision: str) -> float:

@@ -30,10 +30,12 @@ from tfcompress.pipeline.stages import STAGES, Context
 from tfcompress.profile import profile
 from tfcompress.pruning import weight_masks
 
-ROW_FORMAT = "tfcompress-pipeline-row-1"
+ROW_FORMAT = "tfcompress-pipeline-row-2"  # 2: scores and output errors
 SUMMARY_COLUMNS = (
     ("step", "step"), ("stage", "stage"), ("precision", "precision"), ("keras_accuracy", "Keras acc."),
-    ("litert_accuracy", "LiteRT acc."), ("params", "params"), ("nonzero_params", "non-zero"), ("macs", "MACs"),
+    ("litert_accuracy", "LiteRT acc."), ("keras_output_error", "Keras output error"),
+    ("litert_output_error", "LiteRT output error"), ("params", "params"), ("nonzero_params", "non-zero"),
+    ("macs", "MACs"),
     ("tflite_bytes", "tflite B"), ("gzip_bytes", "gzip B"), ("latency_ms", "latency ms"),
     ("micronet_score", "MicroNet"), ("seconds", "stage s"),
 )
@@ -62,13 +64,22 @@ class PipelineResult:
     folder: Path
 
     def table(self) -> str:
-        return report.markdown_table(self.rows, SUMMARY_COLUMNS)
+        return summary_table(self.rows)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table of :data:`SUMMARY_COLUMNS`, without the columns no row has a value in (a
+    classifier's output error, a multi-output model's accuracy)."""
+    return report.markdown_table(rows, [(key, header) for key, header in SUMMARY_COLUMNS
+                                        if any(row.get(key) is not None for row in rows)])
 
 
 def measure_row(model: keras.Model, precision: str, context: Context, measurement: Measurement,
                 tflite_path: str | Path) -> dict[str, Any]:
-    """One report row of ``model`` exported at ``precision`` to ``tflite_path``: Keras and LiteRT accuracy, params,
-    non-zeros, MACs, size raw and gzip, latency measured on the device (and its fingerprint), MicroNet score."""
+    """One report row of ``model`` exported at ``precision`` to ``tflite_path``: Keras and LiteRT accuracy (or,
+    when the targets are the original's outputs, output error; ``litert_score`` is the number to maximize either
+    way), params, non-zeros, MACs, size raw and gzip, latency measured on the device (and its fingerprint),
+    MicroNet score."""
     calibration = {}
     if precision == "int8":
         calibration = {"representative_data": calibration_images(context, measurement), "num_calibration_samples": 256}
@@ -79,10 +90,14 @@ def measure_row(model: keras.Model, precision: str, context: Context, measuremen
     device = latency.open_device(measurement.device)
     timed, = device.measure([Path(tflite_path)], threads=measurement.threads, runs=measurement.runs, warmup=5)
     lite = runtime.evaluate_tflite(runtime.TFLiteModel(flatbuffer), context.test, limit=measurement.eval_limit)
+    judged = training.evaluate(model, context.test)
     return {
         "precision": precision,
-        "keras_accuracy": training.evaluate(model, context.test)["accuracy"],
-        "litert_accuracy": lite["accuracy"],
+        "keras_accuracy": judged.get("accuracy"),
+        "litert_accuracy": lite.get("accuracy"),
+        "keras_output_error": judged.get("output_error"),
+        "litert_output_error": lite.get("output_error"),
+        "litert_score": lite["score"],
         "litert_examples": lite["examples"],
         "params": counts.params,
         "nonzero_params": counts.nonzero_params,
@@ -194,8 +209,15 @@ def _finished_row(step_folder: Path, key: dict[str, Any]) -> dict[str, Any] | No
     return saved["row"] if same and (step_folder / "model.keras").is_file() else None
 
 
+def judged(row: dict[str, Any], where: str = "litert") -> str:
+    """A row's quality in words: ``accuracy 0.9120`` or ``output error 0.0213`` (``where``: litert or keras)."""
+    if row.get(f"{where}_accuracy") is not None:
+        return f"accuracy {row[f'{where}_accuracy']:.4f}"
+    return f"output error {row[f'{where}_output_error']:.4f}"
+
+
 def _summary_line(row: dict[str, Any]) -> str:
-    return (f"  {row['stage']}: Keras {row['keras_accuracy']:.4f}, LiteRT {row['litert_accuracy']:.4f} "
+    return (f"  {row['stage']}: Keras {judged(row, 'keras')}, LiteRT {judged(row)} "
             f"({row['precision']}), {row['params']:,} params, {row['macs'] / 1e6:.2f} M MACs, "
             f"{row['gzip_bytes'] / 1024:.0f} KB gzip, {row['latency_ms']:.3f} ms")
 
@@ -204,13 +226,13 @@ def write_summary(rows: list[dict[str, Any]], folder: str | Path, precision: str
     """``summary.md`` (table + host), ``summary.json`` and ``summary.png`` (accuracy vs latency by stage)."""
     folder = Path(folder)
     host = rows[0]["host"]
+    what = "accuracy" if rows[0].get("litert_accuracy") is not None else "output error (worst head)"
     text = (f"# Compression run ({len(rows) - 1} stages, final precision {precision})\n\n"
             f"Host: {host.get('cpu', '?')}, ISA {'/'.join(host.get('isa', []) or ['?'])}, oneDNN "
             f"{ {True: 'on', False: 'off'}.get(host.get('onednn'), '?')} (TensorFlow), {host.get('runtime')} "
             f"{host.get('runtime_version')}, {host.get('threads')} thread(s), device {host.get('device')}. "
-            "LiteRT accuracy on the first "
-            f"{rows[0]['litert_examples']:,} test images; Keras accuracy on the whole test split.\n\n"
-            f"{report.markdown_table(rows, SUMMARY_COLUMNS)}\n")
+            f"LiteRT {what} on the first {rows[0]['litert_examples']:,} test images; Keras {what} on the whole "
+            f"test split.\n\n{summary_table(rows)}\n")
     files.write_text(folder / "summary.md", text)
     files.write_json(folder / "summary.json", {"rows": rows, "precision": precision})
     plot_stages(rows, folder / "summary.png")
@@ -223,7 +245,9 @@ def plot_stages(rows: list[dict[str, Any]], path: str | Path) -> None:
 
     host = rows[0]["host"]
     points = [{**row, "name": f"{row['step'][:2]} {row['stage'].split('(')[0]} ({row['precision']})"} for row in rows]
+    accuracy = rows[0].get("litert_accuracy") is not None  # else the targets are the original's outputs
     plots.accuracy_vs_latency(
-        points, path, y="litert_accuracy", title="accuracy vs latency, stage by stage", connect=True,
+        points, path, y="litert_accuracy" if accuracy else "litert_score",
+        title=f"{'accuracy' if accuracy else 'fidelity'} vs latency, stage by stage", connect=True,
         xlabel=f"measured latency, ms ({host.get('device')}, {host.get('threads')} thr.)",
-        ylabel="LiteRT top-1 accuracy, %")
+        ylabel="LiteRT top-1 accuracy, %" if accuracy else "LiteRT 1 − output error (worst head), %")

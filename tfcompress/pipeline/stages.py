@@ -248,10 +248,19 @@ def finetune(model: keras.Model, context: Context, epochs: int = 1, lr: float = 
     weights is too sharp for it: :func:`training.stable_lr`); with ``teacher`` ("original": the run's input
     model, or a .keras path) by knowledge distillation. With a holdout in the context, the weights of the best
     holdout epoch are kept, the starting ones included (:class:`training.KeepBestEpoch`). Weight masks keep their
-    zeros; ternary layers stay ternary (their assignment is whatever it was)."""
+    zeros; ternary layers stay ternary (their assignment is whatever it was). When the targets are the original's
+    outputs (a model with several heads, from images without labels), training matches them on every head
+    (:func:`training.compile_for`): that is distillation from the original (the only teacher it takes)."""
     steps = epochs * int(context.train.cardinality())
     trainer: keras.Model = model
-    if teacher is None:
+    if isinstance(context.train.element_spec[1], tuple):
+        if teacher not in (None, "original"):
+            raise ValueError(f"the targets are the original model's outputs, so it is the teacher; teacher "
+                             f"{teacher!r} cannot teach without class labels: drop it, or give labelled data")
+
+        def compile_with(rate: float) -> None:
+            training.compile_for(model, context.train, training.sgd(rate, steps, "cosine"))
+    elif teacher is None:
         def compile_with(rate: float) -> None:
             training.compile_classifier(model, training.sgd(rate, steps, "cosine"))
     else:

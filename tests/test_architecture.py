@@ -17,7 +17,7 @@ LAYERS = [
     {"specs"},
     {"graph"},
     {"training", "data", "zoo"},
-    {"pruning", "quantization", "scaling", "distill"},
+    {"pruning", "quantization", "scaling", "distill", "resolution"},
     {"runtime", "profile", "micronet", "export", "report", "plots", "latency", "quantization.scoring"},
     {"decomposition"},  # a technique whose latency-led search exports and measures its candidates
     {"pipeline"},

@@ -16,6 +16,7 @@ from tfcompress.pipeline import Context, Measurement, Recipe, RecipeError
 from tfcompress.quantization import ternary
 
 LENET = REPO / "models" / "lenet5_fashion_mnist.keras"
+RESNET20 = REPO / "models" / "resnet20_fashion_mnist.keras"
 
 
 def _context() -> Context:
@@ -356,3 +357,42 @@ def test_a_budget_just_below_the_models_time_is_met_in_two_distinct_rounds(lenet
     assert all(row["predicted_ms"] < result.rows[0]["latency_ms"] * 10 for row in rounds)  # a prediction in ms
     if len(rounds) == 2:  # the second aimed below the first's prediction: strictly faster by the table
         assert rounds[1]["predicted_ms"] < rounds[0]["predicted_ms"]
+
+
+def test_the_input_size_ladder_goes_down_to_half_the_input():
+    from tfcompress.pipeline.budget import _size_ladder
+
+    assert _size_ladder(160) == [144, 128, 112, 96, 80]
+    assert _size_ladder(224) == [208, 192, 176, 160, 144, 128, 112]
+    assert _size_ladder(96) == [80, 64, 48] and _size_ladder(32) == [24, 16] and _size_ladder(28) == [24, 16]
+
+
+@pytest.mark.slow
+def test_budget_mode_on_fewer_pixels_takes_the_largest_size_that_fits(tmp_path):
+    """ResNet-20 (global pooling: any input size runs with its weights) to 0.7× its measured latency with
+    input_size="auto": every smaller size measured side by side with the original, the largest within the budget
+    chosen, the network fine-tuned on it behind a Resizing layer that keeps the 32 px input."""
+    model = keras.models.load_model(RESNET20)
+    sized = {"image_size": 32, "batch_size": 128}
+    context = Context(original=model, train=data.load("fashion_mnist", "train", shuffle=True, seed=0, limit=2048,
+                                                      **sized),
+                      test=data.load("fashion_mnist", "test", limit=1000, **sized))
+    with pytest.raises(ValueError, match="depend on the input size"):  # LeNet-5 flattens its 4×4 feature maps
+        pipeline.compress(keras.models.load_model(LENET), context, folder=tmp_path / "lenet", latency_fraction=0.5,
+                          input_size=20)
+    assert not (tmp_path / "lenet").exists()
+    result = pipeline.compress(model, context, folder=tmp_path / "run", latency_fraction=0.7, max_accuracy_drop=5.0,
+                               precision="float32", input_size="auto", max_rounds=1,
+                               measurement=Measurement(runs=20, eval_limit=500))
+    sizes = {entry["size"]: entry["latency_ms"] for entry in result.input_sizes}
+    assert list(sizes) == [24, 16] and sizes[16] < sizes[24] < result.rows[0]["latency_ms"]
+    fitting = [size for size, ms in sizes.items() if ms <= result.target_ms]
+    assert result.input_size == (max(fitting) if fitting else 16)
+    assert result.recipe.to_list()[0] == {"stage": "resize_input", "size": result.input_size}
+    assert result.model.input_shape == model.input_shape  # the application feeds what it fed
+    assert json.loads((tmp_path / "run" / "budget.json").read_text())["input_size"] == result.input_size
+    last = result.rows[-1]
+    assert f"resize_input(size={result.input_size})" in last["stage"]
+    assert ("prune(" in last["stage"]) == (not fitting)  # channels pruned only when no size fits alone
+    assert result.met == (last["latency_ms"] <= result.target_ms and last["round_drop_points"] <= 5.0)
+    assert last["litert_accuracy"] > 0.5  # the same weights on 3/4 of the pixels, fine-tuned: far above chance

@@ -46,6 +46,7 @@ from tfcompress import (  # noqa: E402
     pruning,
     quantization,
     report,
+    resolution,
     runtime,
     scaling,
     specs,
@@ -57,5 +58,6 @@ from tfcompress.pipeline import compress  # noqa: E402  (the one call: a model a
 __version__ = "0.1.0"
 __all__ = [
     "compress", "data", "decomposition", "distill", "export", "files", "graph", "keras_graph", "latency", "micronet",
-    "pipeline", "profile", "pruning", "quantization", "report", "runtime", "scaling", "specs", "training", "zoo",
+    "pipeline", "profile", "pruning", "quantization", "report", "resolution", "runtime", "scaling", "specs", "training",
+    "zoo",
 ]

@@ -12,12 +12,13 @@ distillation from it. A model whose targets are its own outputs (several heads; 
 not a classifier) is judged by the output error of its worst head, limited by ``--max_output_error``, and fine-tuned
 by matching the original's outputs on every head.
 
-Budget mode (``--latency_ms`` or ``--latency_fraction`` of the model's measured float32 latency): measures the
-model on ``--device`` in float32 and int8 and keeps the faster precision whose accuracy fits; builds (or loads,
+Budget mode (``--latency_ms`` or ``--latency_fraction`` of the model's measured float32 latency): measures the model
+on ``--device`` in float32 and int8 and keeps the faster precision whose accuracy fits; builds (or loads,
 ``--table``) the device's latency table; prunes to the table's prediction (``--method``), fine-tunes with
-distillation from the original, exports, measures on the device, and aims lower while the measurement misses
-the budget (``--max_rounds``). Says plainly when the budget cannot be met within ``--max_accuracy_drop`` points,
-with the best pair reached. Recipe mode runs the stages of ``--recipe`` (see tfcompress.pipeline.recipe).
+distillation from the original, exports, measures on the device, and aims lower while the measurement misses the
+budget (``--max_rounds``); with ``--input_size``, the network first runs on fewer pixels. Says plainly when the
+budget cannot be met within ``--max_accuracy_drop`` points, with the best pair reached. Recipe mode runs the stages
+of ``--recipe`` (see tfcompress.pipeline.recipe).
 
 OUTPUT_DIR gets model.keras and model.tflite (each with a .json report: the original and the data it was judged on),
 recipe.json (what reproduces the result: ``--recipe`` it), summary.md, summary.json, summary.png, and one folder per
@@ -54,6 +55,12 @@ flags.DEFINE_enum("method", "fisher", ["fisher", "netadapt", "l1", "uniform"], "
                   "a model judged by its outputs).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "int8"], "Budget mode: export precision (auto: the "
                   "faster measured one within the accuracy limit).")
+flags.DEFINE_string("input_size", None, "Budget mode: run the network on fewer pixels behind a Resizing layer that "
+                    "keeps the model's input (the same weights, fine-tuned after): a size in px, or 'auto' — the "
+                    "largest size down to half the input whose unpruned model measures within the budget, else the "
+                    "smallest with channels pruned for the rest. Default: the resolution stays.")
+flags.register_validator("input_size", lambda v: v is None or v == "auto" or (v.isdigit() and int(v) > 0),
+                         message="--input_size: a size in px (e.g. 112) or 'auto'")
 flags.DEFINE_string("table", None, "The device's latency table (.npz) for latency targets; budget mode builds "
                     "and saves one in OUTPUT_DIR when not given.")
 flags.DEFINE_integer("finetune_epochs", 1, "Budget mode: distillation epochs per round.", lower_bound=1)
@@ -140,6 +147,7 @@ def main(argv: list[str]) -> None:
         precision=FLAGS.precision, table_path=FLAGS.table, finetune_epochs=FLAGS.finetune_epochs, lr=FLAGS.lr,
         alpha=FLAGS.alpha, temperature=FLAGS.temperature, max_rounds=FLAGS.max_rounds,
         fisher_steps=FLAGS.fisher_steps, fisher_prune_every=FLAGS.fisher_prune_every,
+        input_size=FLAGS.input_size if FLAGS.input_size in (None, "auto") else int(FLAGS.input_size),
     )
     print(tfc.pipeline.run.summary_table(result.rows))
     print(result.message)

@@ -48,7 +48,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import export, files, latency
+from tfcompress import export, files, latency, resolution
 from tfcompress.graph import ChannelGraph
 from tfcompress.pipeline.recipe import Recipe
 from tfcompress.pipeline.run import Measurement, calibration_images, judged, run_recipe, write_summary
@@ -81,6 +81,8 @@ class BudgetResult:
     message: str
     table_path: Path | None = None
     probes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    input_sizes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    input_size: int | None = None
 
 
 def compress(
@@ -103,6 +105,7 @@ def compress(
     max_rounds: int = 3,
     fisher_steps: int | None = None,
     fisher_prune_every: int = 10,
+    input_size: int | str | None = None,
 ) -> BudgetResult:
     """Compresses ``model`` to a measured latency budget within an accuracy limit (see the module docstring).
 
@@ -124,6 +127,10 @@ def compress(
         fisher_steps: Fisher pruning's training steps at most (default: as many as it needs).
         fisher_prune_every: Fisher pruning's steps between two prunes (the thesis's 100 is slow on a small
             machine; 10–20 lost nothing in benchmarks/results/netadapt.md).
+        input_size: run the network on fewer pixels behind a ``Resizing`` layer that keeps the model's input
+            (:mod:`tfcompress.resolution`): a size in px, or "auto" — the largest size on a ladder down to half the
+            input (:func:`_size_ladder`) whose unpruned model measures within the budget, else the smallest, with
+            channels pruned for the rest. None (default): the resolution stays.
 
     Raises:
         ValueError: bad arguments (before any work).
@@ -143,6 +150,14 @@ def compress(
                          f"{max_accuracy_drop}, {max_rounds}, {finetune_epochs}")
     limit = _Limit.of(context, max_accuracy_drop, max_output_error, method)
     max_accuracy_drop = limit.points
+    if input_size is not None:
+        if input_size != "auto" and not (isinstance(input_size, int) and input_size > 0):
+            raise ValueError(f"input_size is a size in px or 'auto', got {input_size!r}")
+        height, width = resolution.image_size(model)
+        if height != width:
+            raise ValueError(f"input_size resizes square inputs; {model.name!r} takes {height}×{width} px")
+        if input_size != "auto":  # refused now (too large, a network tied to its size), not after the base runs
+            resolution.rescale_input(model, input_size)
     measurement = measurement or Measurement()
     folder = files.check_output_folder(folder)
     table_path = Path(table_path) if table_path is not None else None
@@ -172,46 +187,70 @@ def compress(
         return _finish(folder, base.model, exported[precision], recipe, rows, target_ms, precision, True,
                        f"the model already meets the budget in {precision}: {start_ms:.3f} ms")
 
-    # 3. the device's latency table at that precision; the next precision when pruning cannot reach the budget in
-    # this one (int8 ResNet-20 on a VNNI host: the table's floor, every group at one channel, is 0.97× the model)
+    # 3. the input resolution, when asked: the network on fewer pixels, measured side by side with the original
+    network, resize, sizes = model, [], []
+    if input_size is not None:
+        size, start_ms, sizes, noise = _input_size(model, input_size, precision, context, folder / "resolution",
+                                                   exported["float32"], reference["latency_ms"], target_ms,
+                                                   measurement)
+        network, resize = resolution.rescale_input(model, size), [{"stage": "resize_input", "size": size}]
+        candidates = [precision]  # measured at this precision only
+
+    # 4. the device's latency table at that precision; the next precision when pruning cannot reach the budget in
+    # this one (int8 ResNet-20 on a VNNI host: the table's floor, every group at one channel, is 0.97× the model).
+    # None needed when fewer pixels alone meet the time: the rounds then only fine-tune.
     table_template = str(table_path if table_path is not None else folder / "latency_table_{precision}.npz")
+    if resize:
+        table_template = str(Path(table_template).with_suffix("")) + f"_at_{resize[0]['size']}px.npz"
+    unpruned_ms = {precision: start_ms}
+    if input_size is None:
+        unpruned_ms = {name: row["latency_ms"] for name, row in by_precision.items()}
 
     def reach(precision_name: str) -> tuple[latency.Table, Path, float]:
         path = Path(table_template.format(precision=precision_name))
-        table = latency.load_or_build_table(model, latency.open_device(measurement.device), path, precision_name,
-                                            threads=measurement.threads, say=context.say,
+        table = latency.load_or_build_table(network, latency.open_device(measurement.device), path,
+                                            precision_name, threads=measurement.threads, say=context.say,
                                             progress=context.progress is not None)
-        floor = _floor_fraction(model, table, precision_name)
-        return table, path, floor * by_precision[precision_name]["latency_ms"]
+        floor = _floor_fraction(network, table, precision_name)
+        return table, path, floor * unpruned_ms[precision_name]
 
-    precision, (table, table_path, floor_ms) = _reachable_precision(candidates, reach, target_ms, context.say)
-    start_ms = by_precision[precision]["latency_ms"]
-    predicted_full = table.predict(model, precision).total_us / 1000
-    context = dataclasses.replace(context, table=table)
-    floor = floor_ms / start_ms
+    probes: list[dict[str, Any]] = []
+    if start_ms <= target_ms:
+        table, table_path, aims, aim = None, None, _Aims(target_ms, start_ms, 1.0, measured_full_ms=start_ms), 1.0
+        aims.stop_reason = "fewer pixels alone meet the time; no round prunes channels"
+        max_rounds = 1
+    else:
+        precision, (table, table_path, floor_ms) = _reachable_precision(candidates, reach, target_ms, context.say)
+        start_ms = unpruned_ms[precision]
+        predicted_full = table.predict(network, precision).total_us / 1000
+        context = dataclasses.replace(context, table=table)
 
-    # 4. the table corrected by untrained architectures measured side by side with the original
-    aims = _Aims(target_ms, predicted_full, floor, measured_full_ms=start_ms)
-    probes, noise = _probe(model, context, table, precision, method, aims, noise, folder / "probes",
-                           exported["float32"], reference["latency_ms"], measurement)
+        # 5. the table corrected by untrained architectures measured side by side with the original
+        aims = _Aims(target_ms, predicted_full, floor_ms / start_ms, measured_full_ms=start_ms)
+        probes, noise = _probe(network, context, table, precision, method, aims, noise, folder / "probes",
+                               exported["float32"], reference["latency_ms"], measurement)
+        # the first round at the probe that landed, if one did (l1 and uniform then train the architecture measured)
+        aim = probes[-1]["aim"] if probes and probes[-1]["landed"] else aims.first(noise)
 
-    # 5. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again;
-    # the first at the probe that landed, if one did (l1 and uniform then train the architecture measured)
-    aim = probes[-1]["aim"] if probes and probes[-1]["landed"] else aims.first(noise)
+    # 6. rounds: prune the original to the corrected table's view of the target, distil, measure, correct, aim again
     best: tuple[dict[str, Any], Any, Recipe] | None = None
     for number in range(1, max_rounds + 1):
-        prune = {"stage": "prune", "method": method, "target_latency": round(float(aim), 4), "precision": precision}
-        if method == "fisher":
-            prune["prune_every"] = fisher_prune_every
-            if fisher_steps is not None:
-                prune["steps"] = fisher_steps
-        stages = [prune, {"stage": "distill", "epochs": finetune_epochs, "lr": lr, "alpha": alpha,
-                          "temperature": temperature}]
+        prune = []
+        if aim < 1.0:
+            prune = [{"stage": "prune", "method": method, "target_latency": round(float(aim), 4),
+                      "precision": precision}]
+            if method == "fisher":
+                prune[0]["prune_every"] = fisher_prune_every
+                if fisher_steps is not None:
+                    prune[0]["steps"] = fisher_steps
+        stages = [*resize, *prune, {"stage": "distill", "epochs": finetune_epochs, "lr": lr, "alpha": alpha,
+                                    "temperature": temperature}]
         if precision == "int8":
             stages.append({"stage": "quantize", "precision": "int8"})
         recipe = Recipe.parse(stages)
         run = run_recipe(model, recipe, context, folder / f"round_{number}", measurement)
-        row = dict(run.rows[-1], stage=f"round {number}: {run.rows[1]['stage']} + distill"
+        changes = " + ".join(step["stage"] for step in run.rows[1:len(resize) + len(prune) + 1])
+        row = dict(run.rows[-1], stage=f"round {number}: {changes + ' + ' if changes else ''}distill"
                    + (" + int8" if precision == "int8" else ""))
         row["round_drop_points"] = round(limit.lost(row, reference), 3)
         row["seconds"] = round(sum(step["seconds"] for step in run.rows[1:]), 1)
@@ -219,11 +258,12 @@ def compress(
                                                         [exported["float32"], run.tflite], measurement)
         row["ratio_to_float32"] = round(round_ms / original_ms, 4)  # side by side with the original
         row["latency_ms"] = round(row["ratio_to_float32"] * reference["latency_ms"], 4)  # on the base's scale
-        row["predicted_ms"] = round(table.predict(run.model, precision).total_us / 1000, 4)
+        row["predicted_ms"] = (None if table is None else
+                               round(table.predict(run.model, precision).total_us / 1000, 4))
         row["architecture"] = _architecture(run.model)
         rows.append(row)
-        context.say(f"round {number}: aimed at {aim:.3f}× ({aim * predicted_full:.3f} ms predicted), got "
-                    f"{row['predicted_ms']:.3f} ms predicted, measured {row['latency_ms']:.3f} ms ± "
+        context.say(f"round {number}: aimed at {aim:.3f}× ({aim * aims.predicted_full_ms:.3f} ms predicted), got "
+                    f"{row['predicted_ms'] or start_ms:.3f} ms predicted, measured {row['latency_ms']:.3f} ms ± "
                     f"{100 * noise:.1f} % (budget {target_ms:.3f}), LiteRT {judged(row)} "
                     f"({limit.describe(row['round_drop_points'])})")
         if best is None or _better(row, best[0], max_accuracy_drop):
@@ -234,11 +274,14 @@ def compress(
         if not fast and not accurate:
             aims.stop_reason = "too slow and too inaccurate at once: pruning further cannot mend both"
             break
+        if table is None:
+            break
         aim = aims.next(row["predicted_ms"], row["latency_ms"], fast, noise)
         if aim is None:
             break
     else:
-        aims.stop_reason = f"max_rounds={max_rounds} spent"
+        if table is not None:
+            aims.stop_reason = f"max_rounds={max_rounds} spent"
 
     row, run, recipe = best
     fast = row["latency_ms"] <= target_ms
@@ -252,9 +295,9 @@ def compress(
                   f"{limit.describe(max_accuracy_drop)}" if not accurate else ""]
         message = (f"NOT met in {len(rows) - 2} round(s): {'; '.join(m for m in missed if m)}. Best reached: "
                    f"{row['latency_ms']:.3f} ms at {limit.describe(row['round_drop_points'])} ({row['stage']}). "
-                   f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, limit, precision)}")
+                   f"Stopped: {aims.stop_reason}. {_advice(row, target_ms, limit, precision, input_size)}")
     return _finish(folder, run.model, run.tflite, recipe, rows, target_ms, precision, fast and accurate, message,
-                   table_path, probes)
+                   table_path, probes, sizes)
 
 
 def _probe(model: keras.Model, context: Context, table: latency.Table, precision: str, method: str, aims: _Aims,
@@ -445,13 +488,15 @@ def _architecture(model: keras.Model) -> str:
     return hashlib.sha256(shapes.encode()).hexdigest()[:12]
 
 
-def _advice(row: dict[str, Any], target_ms: float, limit: _Limit, precision: str) -> str:
+def _advice(row: dict[str, Any], target_ms: float, limit: _Limit, precision: str, input_size: Any) -> str:
     """What would meet the budget, from the best round."""
     other = "float32" if precision == "int8" else "int8"
+    pixels = ", or fewer pixels (input_size='auto')" if input_size is None else ""
     if row["latency_ms"] > target_ms:
-        return (f"To meet it: a budget of {row['latency_ms']:.3f} ms, more rounds (max_rounds), or precision "
-                f"{other} if it is faster on this device")
-    return f"To meet it: {limit.option(row['round_drop_points'])}, more fine-tune epochs, or a looser latency budget"
+        return (f"To meet it: a budget of {row['latency_ms']:.3f} ms, more rounds (max_rounds), precision "
+                f"{other} if it is faster on this device{pixels}")
+    return (f"To meet it: {limit.option(row['round_drop_points'])}, more fine-tune epochs, a looser latency "
+            f"budget{pixels}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,16 +557,58 @@ def _better(row: dict[str, Any], best: dict[str, Any], max_drop: float) -> bool:
 
 def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows: list[dict[str, Any]],
             target_ms: float, precision: str, met: bool, message: str, table_path: Path | None = None,
-            probes: list[dict[str, Any]] | None = None) -> BudgetResult:
+            probes: list[dict[str, Any]] | None = None, sizes: list[dict[str, Any]] | None = None) -> BudgetResult:
     files.save_model(model, folder / "model.keras")
     files.write_bytes(folder / "model.tflite", Path(tflite).read_bytes())
     files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
     files.write_json(folder / "budget.json", {"target_ms": target_ms, "precision": precision, "met": met,
                                               "message": message, "recipe": recipe.to_list(),
                                               "table": None if table_path is None else str(table_path),
-                                              "probes": probes or []})
+                                              "probes": probes or [], "input_sizes": sizes or [],
+                                              "input_size": _input_size_of(recipe)})
     for number, row in enumerate(rows):
         row["step"] = f"{number:02d}"
     write_summary(rows, folder, precision)
     return BudgetResult(model, folder / "model.tflite", recipe, rows, target_ms, precision, met, message, table_path,
-                        probes or [])
+                        probes or [], sizes or [], _input_size_of(recipe))
+
+
+def _input_size_of(recipe: Recipe) -> int | None:
+    return next((stage.params["size"] for stage in recipe.stages if stage.stage == "resize_input"), None)
+
+
+def _size_ladder(size: int) -> list[int]:
+    """The input sizes ``input_size="auto"`` measures, largest first: multiples of 16 px (8 below 64 px) smaller
+    than ``size``, down to half of it."""
+    step = 16 if size >= 64 else 8
+    return [s for s in range((size - 1) // step * step, size // 2 - 1, -step) if s >= max(step, size / 2)]
+
+
+def _input_size(model: keras.Model, input_size: int | str, precision: str, context: Context, folder: Path,
+                original: Path, original_ms: float, target_ms: float, measurement: Measurement
+                ) -> tuple[int, float, list[dict[str, Any]], float]:
+    """The size the network runs at, its unpruned latency at ``precision`` (measured side by side with the
+    ``original`` file), every size measured, and the measurement's noise. ``"auto"``: the largest size of
+    :func:`_size_ladder` within ``target_ms``, else the smallest."""
+    size = resolution.image_size(model)[0]
+    sizes = _size_ladder(size) if input_size == "auto" else [int(input_size)]
+    if not sizes:
+        raise ValueError(f"input_size='auto' needs an input of at least 16 px; {model.name!r} takes {size} px")
+    calibration = ({"representative_data": calibration_images(context, measurement), "num_calibration_samples": 8}
+                   if precision == "int8" else {})
+    paths = []
+    for candidate in sizes:
+        paths.append(folder / f"{candidate}px.tflite")
+        if not paths[-1].is_file():
+            export.to_tflite(resolution.rescale_input(model, candidate), precision, output=paths[-1], **calibration)
+    (reference_ms, *measured), noise = _measured_once(folder, {"sizes": sizes, "precision": precision},
+                                                       [original, *paths], measurement)
+    found = [{"size": s, "latency_ms": round(ms / reference_ms * original_ms, 4)}
+             for s, ms in zip(sizes, measured, strict=True)]
+    fitting = [entry for entry in found if entry["latency_ms"] <= target_ms]
+    chosen = max(fitting, key=lambda entry: entry["size"]) if fitting else found[-1]
+    measured_sizes = ", ".join(f"{entry['size']} px {entry['latency_ms']:.3f} ms" for entry in found)
+    context.say(f"input size: {measured_sizes} (budget "
+                f"{target_ms:.3f} ms, {precision}) → {chosen['size']} px"
+                + ("" if fitting else ", channels pruned for the rest"))
+    return chosen["size"], chosen["latency_ms"], found, noise

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcompress import data, decomposition, distill, export, training
+from tfcompress import data, decomposition, distill, export, resolution, training
 from tfcompress.pruning import channels, fisher, magnitude, netadapt, snip
 from tfcompress.quantization import ec2t, ttq
 
@@ -309,6 +309,20 @@ def distill_stage(model: keras.Model, context: Context, epochs: int = 1, lr: flo
 distill_stage.check = _check_finetune
 
 
+def resize_input(model: keras.Model, context: Context, size: int) -> keras.Model:
+    """Runs the network on ``size`` px behind a ``Resizing`` layer that keeps the model's input
+    (:func:`tfcompress.resolution.rescale_input`): the same weights on fewer pixels; fine-tune after it."""
+    return resolution.rescale_input(model, size)
+
+
+def _check_resize_input(size: int = 0) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size is the new input size in pixels, a positive integer; got {size!r}")
+
+
+resize_input.check = _check_resize_input
+
+
 # ------------------------------------------------------------------------------------ export and measurement
 
 
@@ -339,6 +353,7 @@ def _holdout(context: Context, who: str) -> tf.data.Dataset:
 
 STAGES: dict[str, Callable[..., keras.Model]] = {
     "prune": prune,
+    "resize_input": resize_input,
     "sparsify": sparsify,
     "decompose": decompose,
     "ternarize": ternarize,

@@ -36,7 +36,7 @@ def context():
 
 
 @pytest.mark.parametrize(("entries", "message"), [
-    ([{"stage": "prun"}], "unknown stage 'prun'; stages: prune, sparsify"),
+    ([{"stage": "prun"}], "unknown stage 'prun'; stages: prune, resize_input, sparsify"),
     ([{"stage": "prune", "target_macs": 0.5, "ratio": 2}], "unknown argument(s) ratio; prune takes"),
     ([{"stage": "prune", "method": "l7", "target_macs": 0.5}], "unknown method 'l7'"),
     ([{"stage": "prune", "target_macs": 0.5, "target_channels": 0.5}], "give exactly one of"),

@@ -41,6 +41,8 @@ flags.DEFINE_integer("finetune_epochs", 2, "Distillation epochs per budget round
 flags.DEFINE_integer("max_rounds", 2, "Budget rounds at most.", lower_bound=1)
 flags.DEFINE_string("method", "uniform", "Budget mode's pruning method (latency-aware Fisher trains while it "
                     "prunes: hours for a 96 px MobileNetV2 on 2 cores; global L1 empties MobileNetV2's thin layers).")
+flags.DEFINE_string("input_size", None, "Budget mode's input_size: a size in px or 'auto' (fewer pixels behind a "
+                    "Resizing layer that keeps the model's input); default: the resolution stays.")
 flags.DEFINE_string("device", "litert", "Device (see tfcompress.latency.DEVICE_HELP).")
 flags.DEFINE_string("work_dir", "/tmp/tfcompress-benchmark-own-data", "Folder, model and runs (resumable).")
 flags.DEFINE_string("output_dir", str(REPO / "benchmarks" / "results"), "Where own_data.{md,json} go.")
@@ -118,19 +120,22 @@ def main(argv: list[str]) -> None:
     measurement = Measurement(device=FLAGS.device, runs=30)
     runs = {}
     for name, data, drop in (("labelled", labelled, FLAGS.max_drop),
-                             ("unlabelled", unlabelled, 100 * (1 - FLAGS.min_agreement))):
+                             ("unlabelled", unlabelled, round(100 * (1 - FLAGS.min_agreement), 6))):
         clock = time.monotonic()
         context = Context.of_data(model, data, holdout_fraction=0.1)
-        result = tfc.compress(model, context, folder=work / f"budget_{name}", latency_fraction=FLAGS.fraction,
+        result = tfc.compress(model, context, folder=work / f"budget_{name}{_pixels()}",
+                              latency_fraction=FLAGS.fraction,
                               max_accuracy_drop=drop, measurement=measurement, method=FLAGS.method,
                               finetune_epochs=FLAGS.finetune_epochs, max_rounds=FLAGS.max_rounds,
-                              table_path=work / "table_{precision}.npz")
+                              table_path=work / "table_{precision}.npz",
+                              input_size=FLAGS.input_size if FLAGS.input_size in (None, "auto")
+                              else int(FLAGS.input_size))
         seconds[f"budget mode, {name}"] = time.monotonic() - clock
         runs[name] = result
     # both results, and the original, on the labelled test images in LiteRT
     test = labelled.batches("test")
     rows = []
-    original_tflite = work / "budget_labelled" / "base" / "00_original" / "model.tflite"
+    original_tflite = work / f"budget_labelled{_pixels()}" / "base" / "00_original" / "model.tflite"
     paths = [original_tflite, runs["labelled"].tflite, runs["unlabelled"].tflite]
     device = tfc.latency.open_device(FLAGS.device)
     latencies = device.side_by_side(paths, threads=1, runs=100)
@@ -145,21 +150,35 @@ def main(argv: list[str]) -> None:
                      "met": None if result is None else result.met,
                      "message": "" if result is None else result.message,
                      "rounds": 0 if result is None else len(result.rows) - 2,
+                     "input_size": None if result is None else result.input_size,
+                     "input_sizes": [] if result is None else result.input_sizes,
+                     "steps": [] if result is None else [
+                         *({"what": f"probe {n} (untrained)", "predicted_ms": p["predicted_ms"],
+                            "latency_ms": p["latency_ms"], "drop_points": None}
+                           for n, p in enumerate(result.probes, 1)),
+                         *({"what": r["stage"], "predicted_ms": r["predicted_ms"], "latency_ms": r["latency_ms"],
+                            "drop_points": r["round_drop_points"]} for r in result.rows[2:])],
                      "params": tfc.profile.profile(model if result is None else result.model).total.params})
     report = {"command": "python benchmarks/own_data.py " + " ".join(sys.argv[1:]),
               "fingerprint": device.fingerprint(1), "minutes": round((time.monotonic() - started) / 60, 1),
               "image_size": FLAGS.image_size, "alpha": FLAGS.alpha, "train_images": FLAGS.train_images,
               "test_images": FLAGS.test_images, "fraction": FLAGS.fraction, "max_drop": FLAGS.max_drop,
               "min_agreement": FLAGS.min_agreement, "finetune_epochs": FLAGS.finetune_epochs,
+              "input_size": FLAGS.input_size,
               "seconds": {key: round(value, 1) for key, value in seconds.items()}, "rows": rows}
     write(report)
+
+
+def _pixels() -> str:
+    """The suffix of a run's folders and files with ``--input_size``: ``_input_auto``, ``_input_112``."""
+    return f"_input_{FLAGS.input_size}" if FLAGS.input_size else ""
 
 
 def write(report: dict) -> None:
     from tfcompress import files
 
     out = Path(FLAGS.output_dir)
-    files.write_json(out / "own_data.json", report)
+    files.write_json(out / f"own_data{_pixels()}.json", report)
     fp = report["fingerprint"]
     lines = [f"# Your model, your images: budget mode from an image folder (MobileNetV2 α {report['alpha']}, "
              f"{report['image_size']} px)", "",
@@ -171,17 +190,26 @@ def write(report: dict) -> None:
              f"labels. Budget: {report['fraction']}× the original's measured float32 latency; labelled within "
              f"{report['max_drop']} point(s), unlabelled with top-1 agreement ≥ {report['min_agreement']}; "
              f"{report['finetune_epochs']} distillation epoch(s) per round. Latency: the three files side by side.",
-             "", "| variant | precision | LiteRT accuracy (labelled test) | agreement with the original | latency ms "
-             "| speed-up | params | rounds | met |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{' Input size: ' + str(report.get('input_size')) + '.' if report.get('input_size') else ''}",
+             "", "| variant | precision | input px | LiteRT accuracy (labelled test) | agreement with the original | "
+             "latency ms | speed-up | params | rounds | met |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         met = "–" if row["met"] is None else ("yes" if row["met"] else "**no**")
-        lines.append(f"| {row['variant']} | {row['precision']} | {100 * row['litert_accuracy']:.2f} % | "
+        pixels = row.get("input_size") or report["image_size"]
+        lines.append(f"| {row['variant']} | {row['precision']} | {pixels} | {100 * row['litert_accuracy']:.2f} % | "
                      f"{100 * row['agreement_with_original']:.2f} % | {row['latency_ms']:.3f} | "
                      f"{row['speedup']:.2f}× | {row['params']:,} | {row['rounds']} | {met} |")
     lines += ["", "Time per stage (this host):", ""]
     lines += [f"- {stage}: {value / 60:.1f} min" for stage, value in report["seconds"].items()]
     lines += [""] + [f"- **{row['variant']}**: {row['message']}" for row in report["rows"] if row["message"]]
-    files.write_text(out / "own_data.md", "\n".join(lines) + "\n")
+    for row in report["rows"]:
+        if row.get("steps"):
+            lines += ["", f"{row['variant']}, step by step (latency as measured beside the original):", "",
+                      "| step | table's prediction ms | measured ms | points lost |", "|---|---|---|---|"]
+            lines += [f"| {step['what']} | {step['predicted_ms']:.3f} | {step['latency_ms']:.3f} | "
+                      f"{'–' if step['drop_points'] is None else format(step['drop_points'], '.2f')} |"
+                      for step in row["steps"]]
+    files.write_text(out / f"own_data{_pixels()}.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

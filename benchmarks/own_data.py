@@ -169,6 +169,10 @@ def main(argv: list[str]) -> None:
     write(report)
 
 
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _pixels() -> str:
     """The suffix of a run's folders and files with ``--input_size``: ``_input_auto``, ``_input_112``."""
     return f"_input_{FLAGS.input_size}" if FLAGS.input_size else ""
@@ -206,7 +210,7 @@ def write(report: dict) -> None:
         if row.get("steps"):
             lines += ["", f"{row['variant']}, step by step (latency as measured beside the original):", "",
                       "| step | table's prediction ms | measured ms | points lost |", "|---|---|---|---|"]
-            lines += [f"| {step['what']} | {step['predicted_ms']:.3f} | {step['latency_ms']:.3f} | "
+            lines += [f"| {step['what']} | {_ms(step['predicted_ms'])} | {step['latency_ms']:.3f} | "
                       f"{'–' if step['drop_points'] is None else format(step['drop_points'], '.2f')} |"
                       for step in row["steps"]]
     files.write_text(out / f"own_data{_pixels()}.md", "\n".join(lines) + "\n")

@@ -273,3 +273,31 @@ def test_distillation_at_temperature_5_is_sharper_and_the_fine_tune_rate_stays_b
     assert any("past the edge of stability" in line for line in lines), lines
     assert not training.nonfinite_weights(student) and any(
         not np.array_equal(a, b) for a, b in zip(student.get_weights(), before, strict=True))
+
+
+def test_the_rate_cap_leaves_out_weights_batch_norm_makes_scale_free():
+    """A kernel read only by a BatchNormalization: the training loss does not depend on its scale, its curvature
+    grows as its norm shrinks, and a step along it grows its norm instead of diverging. Counted in, a trained
+    MobileNetV2 run on fewer pixels got lr 3.5e-5 instead of 0.01; the rest of the model still caps the rate."""
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(8, 3, name="conv_bn")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Conv2D(8, 3, name="conv_plain")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    invariant = training.scale_invariant_variables(model)
+    assert invariant == {id(v) for v in model.get_layer("conv_bn").trainable_variables}
+    assert training.scale_invariant_variables(Distiller(model, model)) == set()  # a wrapper: its student's are
+    assert training.scale_invariant_variables(training.student_of(Distiller(model, model))) == invariant
+
+    # the curvature along a scale-free kernel is ∝ 1/‖w‖²: shrink it and the whole model's λ_max explodes, the
+    # rate with it; without those weights λ_max and the rate stay as they were
+    x = np.random.default_rng(0).normal(size=(64, 16, 16, 1)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    training.compile_classifier(model, training.sgd(0.1, 10))
+    kernel = model.get_layer("conv_bn").kernel
+    kept = training.stable_lr(model, [(x, y)], 0.1)
+    everything = training.sharpness(model, [(x, y)])
+    kernel.assign(kernel * 1e-2)
+    assert training.sharpness(model, [(x, y)]) > 10 * everything  # (BatchNorm's epsilon caps the 1/‖w‖²)
+    assert kept < 0.1 <= training.stable_lr(model, [(x, y)], 0.1) * 1.0001  # the rest caps; the shrink does not

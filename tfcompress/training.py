@@ -129,12 +129,16 @@ def sgd(
     return optimizer
 
 
-def sharpness(trainer: keras.Model, batches: Sequence[tuple], iterations: int = 10) -> float:
-    """λ_max, the largest eigenvalue of the Hessian of ``trainer``'s loss over its trainable weights, averaged over
-    ``batches`` (``(x, y)``; the loss is ``trainer.compute_loss``: the compiled loss, or a Distiller's), by power
-    iteration on Hessian-vector products (double backpropagation). All variables (BatchNorm statistics too) are
-    as they were afterwards. ``trainer`` must be compiled."""
-    variables = list(trainer.trainable_variables)
+def sharpness(trainer: keras.Model, batches: Sequence[tuple], iterations: int = 10, *,
+              variables: Sequence[Any] | None = None) -> float:
+    """λ_max, the largest eigenvalue of the Hessian of ``trainer``'s loss over its trainable weights (or over
+    ``variables``, the others held fixed), averaged over ``batches`` (``(x, y)``; the loss is
+    ``trainer.compute_loss``: the compiled loss, or a Distiller's), by power iteration on Hessian-vector products
+    (double backpropagation). All variables (BatchNorm statistics too) are as they were afterwards. ``trainer``
+    must be compiled."""
+    variables = list(trainer.trainable_variables if variables is None else variables)
+    if not variables:
+        return 0.0
     saved = [variable.numpy() for variable in trainer.weights]
 
     @tf.function
@@ -189,16 +193,50 @@ def stable_lr(trainer: keras.Model, batches: Sequence[tuple], lr: float, *, mome
     Nesterov momentum 0.9 put lr·λ_max at 1.5–1.6, past the edge of 1.36 — and the loss went from 46 to NaN in
     12 steps, or not, as the data order happened to excite the sharp direction. ``trainer`` must be compiled;
     a model whose loss has no second derivative here keeps ``lr``.
+
+    The weights the loss does not feel the scale of (:func:`scale_invariant_variables`: a kernel whose output
+    only a BatchNormalization reads) are left out: along them a step grows their norm, which flattens the loss in
+    their direction — BatchNorm tunes their effective rate itself (Arora, Li & Lyu 2019) — and their curvature,
+    large where their norm is small, says nothing about divergence. Counted in, a trained MobileNetV2 α 0.35 run
+    at 96 px instead of 160 px (BatchNorm statistics re-estimated) got lr 3.5e-5 instead of 0.01 for its
+    distillation: it stayed at 60 % where lr 0.01 reached 79.6 % (of 82.7 %) in one epoch.
     """
     if not batches:
         return lr
+    invariant = scale_invariant_variables(student_of(trainer))
     try:
-        curvature = sharpness(trainer, batches)
+        curvature = sharpness(trainer, batches,
+                              variables=[v for v in trainer.trainable_variables if id(v) not in invariant])
     except (LookupError, TypeError, ValueError, tf.errors.OpError):  # an op without a second-order gradient
         return lr
     if not math.isfinite(curvature) or curvature <= 0:
         return lr
     return min(lr, margin * stability_edge(momentum, nesterov) / curvature)
+
+
+def scale_invariant_variables(model: keras.Model) -> set[int]:
+    """``id``s of the trainable variables of ``model`` whose scale its training loss does not depend on: the
+    weights of a layer (called once) whose output goes only into BatchNormalization layers, which normalize it
+    by the batch's statistics in training. Empty for a model that is not functional."""
+    try:
+        walk = GraphWalk(model)
+    except ValueError:
+        return set()
+    readers: dict[int, list[Any]] = {}
+    calls_of: dict[int, int] = {}
+    for call in walk.calls:
+        calls_of[id(call.layer)] = calls_of.get(id(call.layer), 0) + 1
+        for parent in call.parents:
+            if parent is not None:
+                readers.setdefault(id(parent), []).append(call)
+    outputs = {id(walk.producer(tensor)) for tensor in walk.outputs}
+    invariant: set[int] = set()
+    for call in walk.calls:
+        read_by = readers.get(id(call), [])
+        if (read_by and all(isinstance(reader.layer, keras.layers.BatchNormalization) for reader in read_by)
+                and id(call) not in outputs and calls_of[id(call.layer)] == 1):
+            invariant |= {id(variable) for variable in call.layer.trainable_variables}
+    return invariant
 
 
 def finetune_sgd(lr: float = 8e-4) -> keras.optimizers.SGD:

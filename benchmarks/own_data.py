@@ -208,7 +208,10 @@ def write(report: dict) -> None:
     lines += [""] + [f"- **{row['variant']}**: {row['message']}" for row in report["rows"] if row["message"]]
     for row in report["rows"]:
         if row.get("steps"):
-            lines += ["", f"{row['variant']}, step by step (latency as measured beside the original):", "",
+            ladder = ", ".join(f"{entry['size']} px {entry['latency_ms']:.3f} ms"
+                               for entry in row.get("input_sizes", []))
+            lines += ["", f"{row['variant']}, step by step (latency as measured beside the original"
+                      + (f"; input sizes measured untrained: {ladder}" if ladder else "") + "):", "",
                       "| step | table's prediction ms | measured ms | points lost |", "|---|---|---|---|"]
             lines += [f"| {step['what']} | {_ms(step['predicted_ms'])} | {step['latency_ms']:.3f} | "
                       f"{'–' if step['drop_points'] is None else format(step['drop_points'], '.2f')} |"

@@ -227,7 +227,7 @@ def _aims(**kwargs):
 def test_the_tables_correction_passes_through_every_measured_architecture():
     from tfcompress.pipeline.budget import _Curve
 
-    # benchmarks/results/own_data.md: MobileNetV2 at 96 px, float32; the budget 0.189 ms
+    # benchmarks/own_data.py at --image_size=96 (second session of 2026-12-07): MobileNetV2, float32; budget 0.189 ms
     curve = _Curve(0.386, 0.378)
     assert curve.predicted_for(0.189) == pytest.approx(0.189 * 0.386 / 0.378)  # one point: the model's ratio
     curve.add(0.1934, 0.1065)  # an almost empty variant: the table over-predicts it by a near-constant offset

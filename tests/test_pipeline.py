@@ -374,16 +374,16 @@ def test_budget_mode_on_fewer_pixels_takes_the_largest_size_that_fits(tmp_path):
     chosen, the network fine-tuned on it behind a Resizing layer that keeps the 32 px input."""
     model = keras.models.load_model(RESNET20)
     sized = {"image_size": 32, "batch_size": 128}
-    context = Context(original=model, train=data.load("fashion_mnist", "train", shuffle=True, seed=0, limit=2048,
+    context = Context(original=model, train=data.load("fashion_mnist", "train", shuffle=True, seed=0, limit=1024,
                                                       **sized),
-                      test=data.load("fashion_mnist", "test", limit=1000, **sized))
+                      test=data.load("fashion_mnist", "test", limit=500, **sized))
     with pytest.raises(ValueError, match="depend on the input size"):  # LeNet-5 flattens its 4×4 feature maps
         pipeline.compress(keras.models.load_model(LENET), context, folder=tmp_path / "lenet", latency_fraction=0.5,
                           input_size=20)
     assert not (tmp_path / "lenet").exists()
     result = pipeline.compress(model, context, folder=tmp_path / "run", latency_fraction=0.7, max_accuracy_drop=5.0,
                                precision="float32", input_size="auto", max_rounds=1,
-                               measurement=Measurement(runs=20, eval_limit=500))
+                               measurement=Measurement(runs=20, eval_limit=None))
     sizes = {entry["size"]: entry["latency_ms"] for entry in result.input_sizes}
     assert list(sizes) == [24, 16] and sizes[16] < sizes[24] < result.rows[0]["latency_ms"]
     fitting = [size for size, ms in sizes.items() if ms <= result.target_ms]

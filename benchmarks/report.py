@@ -28,7 +28,7 @@ flags.DEFINE_string("output", str(REPO / "benchmarks" / "README.md"), "The page 
 # Sections in this order (the library's main job first); results not listed follow by name.
 ORDER = ("compress", "distillation", "baselines", "netadapt", "architecture_search", "latency_table", "decomposition",
          "decomposition_distill", "ec2t", "channel_pruning", "snip", "snip_recipe", "ptq", "int8_profile",
-         "applications_sweep", "train_throughput")
+         "applications_sweep", "train_throughput", "own_data", "own_data_input_auto", "stage_scaling")
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 _COMMAND_IN_MD = re.compile(r"Command: `([^`]+)`")
 
@@ -323,12 +323,22 @@ def _architecture_search(report: dict) -> str:
     return report["answer"]
 
 
+def _own_data(report: dict) -> str:
+    original = report["rows"][0]
+    return "; ".join(
+        f"{row['variant']} at {row.get('input_size') or report['image_size']} px: {row['speedup']:.2f}× faster, "
+        f"{100 * (row['litert_accuracy'] - original['litert_accuracy']):+.2f} points, "
+        f"{100 * row['agreement_with_original']:.1f} % agreement ({'met' if row['met'] else 'NOT met'})"
+        for row in report["rows"][1:])
+
+
 HEADLINES: dict[str, Callable[[dict], str]] = {
     "compress": _compress, "netadapt": _netadapt, "latency_table": _latency_table,
     "decomposition": _decomposition, "decomposition_distill": _pipeline, "ec2t": _ec2t,
     "channel_pruning": _channel_pruning, "snip": _snip, "ptq": _ptq, "applications_sweep": _applications_sweep,
     "train_throughput": _train_throughput, "int8_profile": _int8_profile, "baselines": _baselines,
     "snip_recipe": _findings, "distillation": _findings, "architecture_search": _architecture_search,
+    "own_data": _own_data, "own_data_input_auto": _own_data,
 }
 
 

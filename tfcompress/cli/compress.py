@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
     tfc.latency.open_device(FLAGS.device)
     model = load_model_for_dataset(FLAGS.model)
     model_data = run_data("compression")
-    max_drop = FLAGS.max_accuracy_drop
+    max_drop, method = FLAGS.max_accuracy_drop, FLAGS.method
     if model_data.metric_name == "output error":
         if FLAGS["max_accuracy_drop"].present or FLAGS.min_agreement is not None:
             raise ValueError("this model is judged by the output error of its heads, not by accuracy: limit it with "
@@ -109,12 +109,11 @@ def main(argv: list[str]) -> None:
         if FLAGS.max_output_error is None and recipe is None:
             raise ValueError("this model's targets are its own outputs (several heads, or no class labels): give "
                              "--max_output_error, the worst head's error the result may reach (e.g. 0.05)")
+        if not FLAGS["method"].present:
+            method = "l1"  # fisher and netadapt score channels by a class loss
     elif FLAGS.max_output_error is not None:
         raise ValueError(f"--max_output_error limits a model judged by its outputs; this one is judged by "
                          f"{model_data.metric_name}: give --max_accuracy_drop or --min_agreement")
-    method = FLAGS.method
-    if model_data.metric_name == "output error" and not FLAGS["method"].present:
-        method = "l1"  # fisher and netadapt score channels by a class loss
     if FLAGS.min_agreement is not None:  # judged by agreement with the original, whatever labels there are
         if FLAGS["max_accuracy_drop"].present:
             raise ValueError("give --max_accuracy_drop or --min_agreement, not both")

@@ -156,6 +156,8 @@ def compress(
         height, width = resolution.image_size(model)
         if height != width:
             raise ValueError(f"input_size resizes square inputs; {model.name!r} takes {height}×{width} px")
+        if input_size == "auto" and not _size_ladder(height):
+            raise ValueError(f"input_size='auto' needs an input of at least 16 px; {model.name!r} takes {height} px")
         if input_size != "auto":  # refused now (too large, a network tied to its size), not after the base runs
             resolution.rescale_input(model, input_size)
     measurement = measurement or Measurement()
@@ -217,8 +219,8 @@ def compress(
     probes: list[dict[str, Any]] = []
     if start_ms <= target_ms:
         table, table_path, aims, aim = None, None, _Aims(target_ms, start_ms, 1.0, measured_full_ms=start_ms), 1.0
-        aims.stop_reason = "fewer pixels alone meet the time; no round prunes channels"
-        max_rounds = 1
+        aims.stop_reason = ("the unpruned network already meets the time: one round fine-tunes it, none prunes "
+                            "channels")
     else:
         precision, (table, table_path, floor_ms) = _reachable_precision(candidates, reach, target_ms, context.say)
         start_ms = unpruned_ms[precision]
@@ -274,14 +276,13 @@ def compress(
         if not fast and not accurate:
             aims.stop_reason = "too slow and too inaccurate at once: pruning further cannot mend both"
             break
-        if table is None:
+        if table is None:  # the one round of a network that needs no pruning
             break
         aim = aims.next(row["predicted_ms"], row["latency_ms"], fast, noise)
         if aim is None:
             break
     else:
-        if table is not None:
-            aims.stop_reason = f"max_rounds={max_rounds} spent"
+        aims.stop_reason = f"max_rounds={max_rounds} spent"
 
     row, run, recipe = best
     fast = row["latency_ms"] <= target_ms
@@ -310,8 +311,6 @@ def _probe(model: keras.Model, context: Context, table: latency.Table, precision
     probes: list[dict[str, Any]] = []
     seen: set[str] = set()
     importance = "uniform" if method == "uniform" else "l1"  # instant; latency does not depend on the weights
-    calibration = ({"representative_data": calibration_images(context, measurement), "num_calibration_samples": 8}
-                   if precision == "int8" else {})
     cost = table.cost_fn(model, precision)
     for number in range(1, MAX_PROBES + 1):
         aim = round(float(aims.first(noise)), 4)
@@ -321,10 +320,9 @@ def _probe(model: keras.Model, context: Context, table: latency.Table, precision
             break
         seen.add(architecture)
         path = folder / f"probe_{number}.tflite"
-        export.to_tflite(pruned, precision, output=path, **calibration)
-        (reference_ms, probe_ms), noise = _measured_once(folder / f"probe_{number}", {"aim": aim, "method": importance},
-                                                         [original, path], measurement)
-        measured = probe_ms / reference_ms * original_ms
+        _export_untrained(pruned, precision, path, context, measurement)
+        (measured,), noise = _beside_original(folder / f"probe_{number}", {"aim": aim, "method": importance},
+                                              original, original_ms, [path], measurement)
         predicted = table.predict(pruned, precision).total_us / 1000
         aims.learn(predicted, measured)
         landed = abs(measured - aims.target_ms * (1 - noise)) <= noise * aims.target_ms
@@ -336,6 +334,23 @@ def _probe(model: keras.Model, context: Context, table: latency.Table, precision
         if landed:
             break
     return probes, noise
+
+
+def _export_untrained(model: keras.Model, precision: str, path: Path, context: Context,
+                      measurement: Measurement) -> None:
+    """``model`` exported at ``precision`` to be timed, not judged: int8 calibrated on 8 images (latency does not
+    depend on the ranges)."""
+    calibration = ({"representative_data": calibration_images(context, measurement), "num_calibration_samples": 8}
+                   if precision == "int8" else {})
+    export.to_tflite(model, precision, output=path, **calibration)
+
+
+def _beside_original(folder: Path, key: Any, original: Path, original_ms: float, paths: list[Path],
+                     measurement: Measurement) -> tuple[list[float], float]:
+    """The latency of every file of ``paths`` measured side by side with the ``original`` file
+    (:func:`_measured_once`), on the scale of the original's ``original_ms``, and the measurement's noise."""
+    (reference_ms, *measured), noise = _measured_once(folder, key, [original, *paths], measurement)
+    return [ms / reference_ms * original_ms for ms in measured], noise
 
 
 def _measured_once(folder: Path, key: Any, paths: list[Path], measurement: Measurement
@@ -558,6 +573,7 @@ def _better(row: dict[str, Any], best: dict[str, Any], max_drop: float) -> bool:
 def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows: list[dict[str, Any]],
             target_ms: float, precision: str, met: bool, message: str, table_path: Path | None = None,
             probes: list[dict[str, Any]] | None = None, sizes: list[dict[str, Any]] | None = None) -> BudgetResult:
+    input_size = _input_size_of(recipe)
     files.save_model(model, folder / "model.keras")
     files.write_bytes(folder / "model.tflite", Path(tflite).read_bytes())
     files.write_json(folder / "recipe.json", {"stages": recipe.to_list()})
@@ -565,12 +581,12 @@ def _finish(folder: Path, model: keras.Model, tflite: Path, recipe: Recipe, rows
                                               "message": message, "recipe": recipe.to_list(),
                                               "table": None if table_path is None else str(table_path),
                                               "probes": probes or [], "input_sizes": sizes or [],
-                                              "input_size": _input_size_of(recipe)})
+                                              "input_size": input_size})
     for number, row in enumerate(rows):
         row["step"] = f"{number:02d}"
     write_summary(rows, folder, precision)
     return BudgetResult(model, folder / "model.tflite", recipe, rows, target_ms, precision, met, message, table_path,
-                        probes or [], sizes or [], _input_size_of(recipe))
+                        probes or [], sizes or [], input_size)
 
 
 def _input_size_of(recipe: Recipe) -> int | None:
@@ -590,21 +606,15 @@ def _input_size(model: keras.Model, input_size: int | str, precision: str, conte
     """The size the network runs at, its unpruned latency at ``precision`` (measured side by side with the
     ``original`` file), every size measured, and the measurement's noise. ``"auto"``: the largest size of
     :func:`_size_ladder` within ``target_ms``, else the smallest."""
-    size = resolution.image_size(model)[0]
-    sizes = _size_ladder(size) if input_size == "auto" else [int(input_size)]
-    if not sizes:
-        raise ValueError(f"input_size='auto' needs an input of at least 16 px; {model.name!r} takes {size} px")
-    calibration = ({"representative_data": calibration_images(context, measurement), "num_calibration_samples": 8}
-                   if precision == "int8" else {})
+    sizes = _size_ladder(resolution.image_size(model)[0]) if input_size == "auto" else [int(input_size)]
     paths = []
     for candidate in sizes:
         paths.append(folder / f"{candidate}px.tflite")
         if not paths[-1].is_file():
-            export.to_tflite(resolution.rescale_input(model, candidate), precision, output=paths[-1], **calibration)
-    (reference_ms, *measured), noise = _measured_once(folder, {"sizes": sizes, "precision": precision},
-                                                       [original, *paths], measurement)
-    found = [{"size": s, "latency_ms": round(ms / reference_ms * original_ms, 4)}
-             for s, ms in zip(sizes, measured, strict=True)]
+            _export_untrained(resolution.rescale_input(model, candidate), precision, paths[-1], context, measurement)
+    measured, noise = _beside_original(folder, {"sizes": sizes, "precision": precision}, original, original_ms,
+                                       paths, measurement)
+    found = [{"size": s, "latency_ms": round(ms, 4)} for s, ms in zip(sizes, measured, strict=True)]
     fitting = [entry for entry in found if entry["latency_ms"] <= target_ms]
     chosen = max(fitting, key=lambda entry: entry["size"]) if fitting else found[-1]
     measured_sizes = ", ".join(f"{entry['size']} px {entry['latency_ms']:.3f} ms" for entry in found)

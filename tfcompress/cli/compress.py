@@ -124,10 +124,13 @@ def main(argv: list[str]) -> None:
           f"{model_data.test.description} ({len(model_data.test)}), scaling {model_data.preprocessing.describe()}; "
           f"limit on {model_data.metric_name}")
     # model.keras.json and model.tflite.json: the results record their original and data, so the next program
-    # (export, evaluate) finds them
-    for result_file in ("model.keras", "model.tflite"):
-        tfc.files.write_json(folder / f"{result_file}.json", {"source": FLAGS.model, "metric": model_data.metric_name,
-                                                              **data_report()})
+    # (export, evaluate) finds them; written with the results, not before a refusal
+    recorded = {"source": FLAGS.model, "metric": model_data.metric_name, **data_report()}
+
+    def record() -> None:
+        for result_file in ("model.keras", "model.tflite"):
+            tfc.files.write_json(folder / f"{result_file}.json", recorded)
+
     context = tfc.pipeline.Context.of_data(model, model_data, batch_size=FLAGS.batch_size,
                                            holdout_fraction=FLAGS.holdout_fraction, train_limit=FLAGS.train_limit,
                                            seed=FLAGS.seed, augment=FLAGS.augment)
@@ -137,6 +140,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.table:  # for stages with a latency target
             context.table = tfc.latency.Table.load(FLAGS.table)
         result = tfc.pipeline.run_recipe(model, recipe, context, folder, measurement, seed=FLAGS.seed)
+        record()
         print(result.table())
         print(f"→ {result.tflite} ({folder / 'summary.md'})")
         return
@@ -148,6 +152,7 @@ def main(argv: list[str]) -> None:
         fisher_steps=FLAGS.fisher_steps, fisher_prune_every=FLAGS.fisher_prune_every,
         input_size=FLAGS.input_size if FLAGS.input_size in (None, "auto") else int(FLAGS.input_size),
     )
+    record()
     print(tfc.pipeline.run.summary_table(result.rows))
     print(result.message)
     table = f" --table={result.table_path}" if result.table_path else ""

@@ -1,6 +1,8 @@
 """The latency budget in one call, and a chained recipe, against single techniques at the same latency.
 
     python benchmarks/compress.py          # writes benchmarks/results/compress.{md,json,png}
+    python benchmarks/compress.py --precision=float32 --finetune_epochs=2 --nochain --name=compress_float32
+                                           # what an AVX2 host (int8 no faster) runs, on any host
 
 The reference ResNet-20 (Fashion-MNIST 32×32) on ``--device``:
 
@@ -35,6 +37,10 @@ flags.DEFINE_list("max_drops", ["1.0", "2.0"], "Accuracy limit (points) of each 
 flags.DEFINE_integer("finetune_epochs", 1, "Distillation / fine-tune epochs per round.", lower_bound=1)
 flags.DEFINE_integer("train_limit", 0, "Training images per epoch (0: all 54,000).", lower_bound=0)
 flags.DEFINE_integer("max_rounds", 2, "Budget mode rounds at most.", lower_bound=1)
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "int8"],
+                  "Budget mode's precision: auto (chosen by measurement) or forced, e.g. float32 to run here what an "
+                  "AVX2 host, where int8 is no faster, chooses.")
+flags.DEFINE_string("name", "compress", "Result file stem: OUTPUT_DIR/NAME.{md,json,png}.")
 flags.DEFINE_integer("fisher_prune_every", 10, "Fisher pruning's steps between prunes.", lower_bound=1)
 flags.DEFINE_integer("eval_limit", 0, "LiteRT accuracy on the first N test images (0: all 10,000).")
 flags.DEFINE_integer("runs", 100, "Timed inferences per measurement.", lower_bound=1)
@@ -63,7 +69,7 @@ def main(argv: list[str]) -> None:
         result = tfc.compress(model, context, folder=work / f"budget_{fraction}", latency_fraction=fraction,
                               max_accuracy_drop=drop, measurement=measurement, finetune_epochs=FLAGS.finetune_epochs,
                               max_rounds=FLAGS.max_rounds, fisher_prune_every=FLAGS.fisher_prune_every,
-                              table_path=work / "table_{precision}.npz")
+                              precision=FLAGS.precision, table_path=work / "table_{precision}.npz")
         entries.append((f"budget {fraction}× within {drop} points", "budget", result.rows[-1], result.tflite,
                         {"met": result.met, "message": result.message, "precision": result.precision,
                          "target_fraction": fraction, "minutes": _stage_minutes(work / f"budget_{fraction}"),
@@ -126,7 +132,7 @@ def write(report: dict) -> None:
     from tfcompress import files
 
     out = Path(FLAGS.output_dir)
-    files.write_json(out / "compress.json", report)
+    files.write_json(out / f"{FLAGS.name}.json", report)
     fp = report["fingerprint"]
     lines = [
         "# A latency budget in one command (ResNet-20, Fashion-MNIST 32×32)", "",
@@ -164,8 +170,8 @@ def write(report: dict) -> None:
                   f"faster, {end['gzip_bytes'] / 1024:.0f} KB gzip: "
                   f"{original['gzip_bytes'] / end['gzip_bytes']:.1f}× smaller than the original{versus}. "
                   "Ternary weights and int8 buy size here, not speed: the speed is the pruning's."]
-    files.write_text(out / "compress.md", "\n".join(lines) + "\n")
-    plot(report, out / "compress.png")
+    files.write_text(out / f"{FLAGS.name}.md", "\n".join(lines) + "\n")
+    plot(report, out / f"{FLAGS.name}.png")
 
 
 def plot(report: dict, path: Path) -> None:

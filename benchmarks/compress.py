@@ -111,7 +111,8 @@ def main(argv: list[str]) -> None:
             "tflite": str(path), **extra})
     report = {"command": " ".join(["python benchmarks/compress.py", *sys.argv[1:]]),
               "fingerprint": device.fingerprint(1), "minutes": round((time.monotonic() - started) / 60, 1),
-              "train_images": FLAGS.train_limit or 54000, "finetune_epochs": FLAGS.finetune_epochs, "rows": rows}
+              "train_images": FLAGS.train_limit or 54000, "finetune_epochs": FLAGS.finetune_epochs,
+              "budget_precision": FLAGS.precision, "rows": rows}
     write(report)
 
 
@@ -135,7 +136,9 @@ def write(report: dict) -> None:
     files.write_json(out / f"{FLAGS.name}.json", report)
     fp = report["fingerprint"]
     lines = [
-        "# A latency budget in one command (ResNet-20, Fashion-MNIST 32×32)", "",
+        "# A latency budget in one command (ResNet-20, Fashion-MNIST 32×32)"
+        + ("" if report.get("budget_precision", "auto") == "auto"
+           else f": budget mode in {report['budget_precision']}, as a host where it is the faster precision"), "",
         f"Command: `{report['command']}` ({report['minutes']} min for this invocation; a resumed run reads back "
         "what was done before: *stage min* is the time each variant's stages took when they ran). "
         f"Host: {fp.get('cpu')}, ISA "

@@ -26,9 +26,10 @@ flags.DEFINE_string("results_dir", str(REPO / "benchmarks" / "results"), "Folder
 flags.DEFINE_string("output", str(REPO / "benchmarks" / "README.md"), "The page to write (markdown).")
 
 # Sections in this order (the library's main job first); results not listed follow by name.
-ORDER = ("compress", "distillation", "baselines", "netadapt", "architecture_search", "latency_table", "decomposition",
-         "decomposition_distill", "ec2t", "channel_pruning", "snip", "snip_recipe", "ptq", "int8_profile",
-         "applications_sweep", "train_throughput", "own_data", "own_data_input_auto", "stage_scaling")
+ORDER = ("compress", "compress_float32", "distillation", "baselines", "netadapt", "architecture_search",
+         "latency_table", "decomposition", "decomposition_distill", "ec2t", "channel_pruning", "snip", "snip_recipe",
+         "ptq", "int8_profile", "applications_sweep", "train_throughput", "own_data",
+         "own_data_input_auto", "stage_scaling")
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 _COMMAND_IN_MD = re.compile(r"Command: `([^`]+)`")
 
@@ -333,7 +334,7 @@ def _own_data(report: dict) -> str:
 
 
 HEADLINES: dict[str, Callable[[dict], str]] = {
-    "compress": _compress, "netadapt": _netadapt, "latency_table": _latency_table,
+    "compress": _compress, "compress_float32": _compress, "netadapt": _netadapt, "latency_table": _latency_table,
     "decomposition": _decomposition, "decomposition_distill": _pipeline, "ec2t": _ec2t,
     "channel_pruning": _channel_pruning, "snip": _snip, "ptq": _ptq, "applications_sweep": _applications_sweep,
     "train_throughput": _train_throughput, "int8_profile": _int8_profile, "baselines": _baselines,

@@ -138,7 +138,8 @@ def write(report: dict) -> None:
     lines = [
         "# A latency budget in one command (ResNet-20, Fashion-MNIST 32×32)"
         + ("" if report.get("budget_precision", "auto") == "auto"
-           else f": budget mode in {report['budget_precision']}, as a host where it is the faster precision"), "",
+           else f": budget mode forced to {report['budget_precision']}, as on a host where it is the faster "
+                "precision"), "",
         f"Command: `{report['command']}` ({report['minutes']} min for this invocation; a resumed run reads back "
         "what was done before: *stage min* is the time each variant's stages took when they ran). "
         f"Host: {fp.get('cpu')}, ISA "

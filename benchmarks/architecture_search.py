@@ -66,10 +66,9 @@ METHOD_NAMES = {"reference": "reference", "grid": "grid", "uniform": "uniform wi
                 "netadapt": "NetAdapt", "fisher": "Fisher (latency-aware)", "morphnet_flops": "MorphNet (FLOPs)"}
 # The search methods the thesis compared against uniform pruning (the grid is the other alternative it tried).
 THESIS_PRUNERS = ("morphnet", "netadapt", "fisher")
-# The thesis regularized for 200 epochs of CIFAR-10's 50,000 images at strength 5e-8 (REFERENCE.md §1.4); a short
-# trial starts at that strength × this / its own images (the same accumulated push): on ResNet-20 / Fashion-MNIST,
-# 2 epochs × 5,400 images at 4.6e-5 kept 61 % of the FLOPs, ÷4 kept everything.
-THESIS_REGULARIZED_IMAGES = 200 * 50_000
+# A short MorphNet trial starts at the thesis's strength × morphnet.THESIS_REGULARIZED_IMAGES / its own images (the
+# same accumulated push): on ResNet-20 / Fashion-MNIST, 2 epochs × 5,400 images at 4.6e-5 kept 61 % of the FLOPs, ÷4
+# kept everything.
 # Around 0.3× and 0.5× of ResNet-20 on a 2-core x86 host (LiteRT, 1 thread): the thesis's families, smaller.
 DEFAULT_GRID = [
     "resnet8", "resnet14", "wrn-10-1", "wrn-16-1",
@@ -204,67 +203,6 @@ def noise_points(accuracy_a: float, accuracy_b: float, examples: int) -> float:
     independent), in points: differences below it are within the test set's noise."""
     variance = (accuracy_a * (1 - accuracy_a) + accuracy_b * (1 - accuracy_b)) / max(1, examples)
     return 100 * 2 * math.sqrt(variance)
-
-
-def next_strength(trials: Sequence[tuple[float, float]], low: float, high: float, start: float,
-                  factor: float = 4.0) -> float | None:
-    """The next MorphNet strength to try so that the pruned cost lands in [``low``, ``high``], or None when a trial
-    already does. ``trials``: (strength, cost) pairs; a larger strength prunes more (lower cost). No trial:
-    ``start``. All costs above the band: the strongest trial × ``factor``; all below: the weakest / ``factor``;
-    else the geometric mean of the bracketing strengths."""
-    if not trials:
-        return start
-    if any(low <= cost <= high for _, cost in trials):
-        return None
-    above = [s for s, cost in trials if cost > high]  # not pruned enough
-    below = [s for s, cost in trials if cost < low]  # pruned too much
-    if not below:
-        return max(above) * factor
-    if not above:
-        return min(below) / factor
-    weak, strong = max(above), min(below)
-    if strong <= weak:  # the cost is not monotonic in the strength here: try beyond the strongest weak one
-        return weak * math.sqrt(factor)
-    return math.sqrt(weak * strong)
-
-
-def pick_trial(trials: Sequence[Mapping[str, Any]], low: float, high: float) -> Mapping[str, Any]:
-    """The trial to keep: within [``low``, ``high``] (the cost nearest ``high``), else the one with the largest
-    cost ≤ ``high`` (the closest that fits), else the cheapest."""
-    if not trials:
-        raise ValueError("no MorphNet trial to pick from")
-    inside = [t for t in trials if low <= t["cost"] <= high]
-    if inside:
-        return max(inside, key=lambda t: t["cost"])
-    fitting = [t for t in trials if t["cost"] <= high]
-    if fitting:
-        return max(fitting, key=lambda t: t["cost"])
-    return min(trials, key=lambda t: t["cost"])
-
-
-def threshold_for(values: Mapping[int, Sequence[float]], cost: Callable[[dict[int, int]], float], target: float
-                  ) -> float:
-    """The smallest threshold among the channel ``values`` (r_c per group) whose alive counts (values above it,
-    at least one per group) cost at most ``target``: the most channels that fit. The cost falls as channels go
-    (tables are staircases, so a binary search finds a threshold that fits, not always the first one).
-
-    Raises:
-        ValueError: even one channel per group costs more than ``target``.
-    """
-    def counts(threshold: float) -> dict[int, int]:
-        return {g: max(1, int(sum(v > threshold for v in vs))) for g, vs in values.items()}
-
-    candidates = sorted({0.0, *(float(v) for vs in values.values() for v in vs)})
-    if cost(counts(candidates[-1])) > target:
-        raise ValueError(f"one channel per group costs {cost(counts(candidates[-1])):.4g} > target {target:.4g}")
-    low, high = 0, len(candidates) - 1  # the first candidate that fits
-    while low < high:
-        middle = (low + high) // 2
-        if cost(counts(candidates[middle])) <= target:
-            high = middle
-        else:
-            low = middle + 1
-    return candidates[low]
 
 
 def budget_verdict(rows: Sequence[Mapping[str, Any]], budget: float, tolerance: float) -> dict[str, Any]:
@@ -657,22 +595,22 @@ def morphnet_plan(run: Run, reference: Any, reference_key: Mapping[str, Any], co
     table = run.table if cost == "latency" else None
     images = FLAGS.morphnet_epochs * run._train_images(run.morphnet_limit or 0)
     thesis = morphnet.MorphNetRegularizer(reference, cost=cost, table=table, graph=graph).strength
-    start = thesis * THESIS_REGULARIZED_IMAGES / images
+    start = thesis * morphnet.THESIS_REGULARIZED_IMAGES / images
     trials: list[dict[str, Any]] = []
     while len(trials) < FLAGS.morphnet_trials:
-        strength = next_strength([(t["strength"], t["cost"]) for t in trials], low, high, start)
+        strength = morphnet.next_strength([(t["strength"], t["cost"]) for t in trials], low, high, start)
         if strength is None:
             break
         trials.append(morphnet_trial(run, reference, reference_key, cost, strength))
         print(f"MorphNet ({cost}) strength {strength:.3g}: cost {trials[-1]['cost']:.4g} (band {low:.4g}–{high:.4g})",
               flush=True)
-    chosen = pick_trial(trials, low, high)
+    chosen = morphnet.pick_trial(trials, low, high)
     trained = tfc.export.load_keras_model(Path(chosen["folder"]) / "model.keras")
     regularizer = morphnet.MorphNetRegularizer(trained, cost=cost, table=table, threshold=FLAGS.morphnet_threshold)
     cost_of = _cost_function(regularizer, cost, run.table)
     threshold, moved = FLAGS.morphnet_threshold, not low <= chosen["cost"] <= high
     if moved:  # no strength landed in the band: the kept trial's threshold decides, as close to the target as fits
-        threshold = threshold_for({g: v.tolist() for g, v in regularizer.values().items()}, cost_of, target)
+        threshold = morphnet.threshold_for({g: v.tolist() for g, v in regularizer.values().items()}, cost_of, target)
         regularizer.threshold = threshold
     plan = regularizer.plan()
     counts = {g: int(m.sum()) for g, m in regularizer.masks().items()}

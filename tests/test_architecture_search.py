@@ -42,6 +42,7 @@ spec = importlib.util.spec_from_file_location("architecture_search", {str(BENCHM
 bench = importlib.util.module_from_spec(spec)
 sys.modules["architecture_search"] = bench
 spec.loader.exec_module(bench)
+from tfcompress.pruning import morphnet
 rows = {ROWS!r}
 costs = {{1: [0.5, 0.1, 0.0005], 2: [0.3, 0.2, 0.002, 0.0001]}}
 cost = lambda counts: 10.0 * counts[1] + 5.0 * counts[2]  # µs per channel kept
@@ -56,20 +57,20 @@ out = {{
     "grid": [bench.parse_grid_entry("mobilenet_v2:width_multiplier=0.5:depth_multiplier=1"),
              bench.parse_grid_entry("wrn-16-1")],
     "bad_grid": bench._grid_entries(["mobilenet_v2:width_multiplier"]),
-    "strengths": [bench.next_strength([], 10.0, 20.0, 1e-3),
-                  bench.next_strength([(1e-3, 30.0)], 10.0, 20.0, 1e-3),
-                  bench.next_strength([(1e-3, 30.0), (4e-3, 5.0)], 10.0, 20.0, 1e-3),
-                  bench.next_strength([(1e-3, 5.0)], 10.0, 20.0, 1e-3),
-                  bench.next_strength([(1e-3, 30.0), (4e-3, 15.0)], 10.0, 20.0, 1e-3)],
-    "picked": [bench.pick_trial([{{"cost": 30.0}}, {{"cost": 15.0}}, {{"cost": 12.0}}], 10.0, 20.0),
-               bench.pick_trial([{{"cost": 30.0}}, {{"cost": 8.0}}, {{"cost": 5.0}}], 10.0, 20.0),
-               bench.pick_trial([{{"cost": 30.0}}, {{"cost": 25.0}}], 10.0, 20.0)],
-    "thresholds": [bench.threshold_for(costs, cost, 30.0), bench.threshold_for(costs, cost, 100.0),
-                   bench.threshold_for(costs, cost, 15.0)],
+    "strengths": [morphnet.next_strength([], 10.0, 20.0, 1e-3),
+                  morphnet.next_strength([(1e-3, 30.0)], 10.0, 20.0, 1e-3),
+                  morphnet.next_strength([(1e-3, 30.0), (4e-3, 5.0)], 10.0, 20.0, 1e-3),
+                  morphnet.next_strength([(1e-3, 5.0)], 10.0, 20.0, 1e-3),
+                  morphnet.next_strength([(1e-3, 30.0), (4e-3, 15.0)], 10.0, 20.0, 1e-3)],
+    "picked": [morphnet.pick_trial([{{"cost": 30.0}}, {{"cost": 15.0}}, {{"cost": 12.0}}], 10.0, 20.0),
+               morphnet.pick_trial([{{"cost": 30.0}}, {{"cost": 8.0}}, {{"cost": 5.0}}], 10.0, 20.0),
+               morphnet.pick_trial([{{"cost": 30.0}}, {{"cost": 25.0}}], 10.0, 20.0)],
+    "thresholds": [morphnet.threshold_for(costs, cost, 30.0), morphnet.threshold_for(costs, cost, 100.0),
+                   morphnet.threshold_for(costs, cost, 15.0)],
     "noise": bench.noise_points(0.9, 0.9, 10000),
 }}
 try:
-    bench.threshold_for(costs, cost, 14.0)
+    morphnet.threshold_for(costs, cost, 14.0)
 except ValueError as error:
     out["threshold_error"] = str(error)
 print(json.dumps(out))

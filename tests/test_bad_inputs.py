@@ -73,6 +73,10 @@ CASES = [
     # distill: train.py with a teacher
     _case("morphnet", LENET, "--regularizer=gamma", "--output={out}/m.keras", "use regularizer='group_lasso'"),
     _case("morphnet", LENET, "--cost=latency", "--output={out}/m.keras", "--cost=latency needs --table"),
+    _case("morphnet", LENET, "--target_flops=0.5", "--target_params=0.5", "--output={out}/m.keras",
+          "give one target"),
+    _case("morphnet", LENET, "--latency_fraction=0.5", "--output={out}/m.keras", "a latency target needs --table"),
+    _case("morphnet", LENET, "--target_flops=1.5", "--output={out}/m.keras", "--target_flops is a fraction in (0, 1)"),
     _case("distill", "--model=lenet5", "--output={out}/m.keras", "--teacher"),
     _case("distill", "--model=lenet5", "--teacher={in}/random.keras", "--output={out}/m.keras", "it is binary data"),
     _case("distill", "--model=lenet5", "--teacher={in}/lenet5.keras", "--alpha=2", "--output={out}/m.keras",

@@ -245,3 +245,113 @@ def test_script_shrinks_and_writes_plan_and_refuses_bad_input(tmp_path):
     no_table = run_script("morphnet", f"--model={source}", "--cost=latency", f"--output={tmp_path / 'y.keras'}",
                           check=False)
     assert no_table.returncode == 1 and "--table" in no_table.stderr
+
+
+# ------------------------------------------------------------------------------------------- to a target
+
+
+def test_the_proximal_step_shrinks_each_channel_by_its_push_and_zeroes_the_ones_it_outweighs():
+    keras.utils.set_random_seed(0)
+    model = small_net()
+    regularizer = MorphNetRegularizer(model, strength=1e-6)
+    before = regularizer.values()
+    weights = dict(zip([g.id for g in regularizer.groups], regularizer.weight_vector.numpy(), strict=True))
+    # rows per channel: the kernel slice (+ its bias) of each producer; RMS values r = ‖W_c‖ / √n_c
+    sizes = {g: sum(part.row_size for part in regularizer.slices[g]) for g in weights}
+    lr = float(np.median(before[2])) * sizes[2] / (1e-6 * weights[2])  # push = the median: kills half of c2
+    regularizer.proximal_step(lr)
+    after = regularizer.values()
+    for g, values in before.items():
+        expected = np.maximum(0.0, values - lr * 1e-6 * weights[g] / sizes[g])  # r − push / n, or 0
+        np.testing.assert_allclose(after[g], expected, atol=2e-6)
+    dead = after[2] < 1e-9
+    assert 3 <= dead.sum() <= 13  # exactly zero, not just small: the alive threshold needs no tuning
+    kernel = model.get_layer("c2").kernel.numpy()
+    assert np.all(kernel[..., dead] == 0) and np.all(np.abs(kernel[..., ~dead]).sum(axis=(0, 1, 2)) > 0)
+    # the loss carries the term only when no proximal step applies it
+    wrapped = MorphNetModel(model, regularizer)
+    assert float(wrapped.training_penalty()) > 0
+    regularizer.proximal = True
+    assert float(wrapped.training_penalty()) == 0.0
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    from tests.conftest import REPO
+
+    return keras.models.load_model(REPO / "models" / "lenet5_fashion_mnist.keras")
+
+
+def test_the_guard_stops_a_collapsing_run_and_keeps_the_last_weights_within_the_limit(lenet):
+    from tfcompress.pruning import morphnet
+
+    keras.utils.set_random_seed(0)
+    train = data.load("fashion_mnist", "train", batch_size=64, limit=1024)
+    holdout = data.load("fashion_mnist", "test", batch_size=256, limit=512)
+    start = training.evaluate(lenet, holdout)["accuracy"]
+    # a strength far past any sense: the accuracy collapses within the first quarter epoch
+    result = morphnet.morphnet_prune(lenet, train, strength=1e-2, epochs=3, holdout=holdout, max_accuracy_drop=5.0,
+                                     optimizer=keras.optimizers.SGD(0.05))
+    guard = result.guard
+    assert guard.collapsed and guard.scores[0] == pytest.approx(start)
+    assert 100 * (start - guard.scores[-1]) > 5.0  # the check that stopped it
+    assert len(guard.scores) < 3 * morphnet.GUARD_CHECKS + 1  # stopped early
+    ended = training.evaluate(result.trained, holdout)["accuracy"]
+    assert ended == pytest.approx(guard.final, abs=0.01) and 100 * (start - ended) <= 5.0 + 1.0
+    assert result.report()["guard"]["stopped"] is True
+    with pytest.raises(ValueError, match="needs both holdout"):
+        morphnet.morphnet_prune(lenet, train, holdout=holdout)
+
+
+@pytest.mark.slow
+def test_morphnet_to_a_flops_target_searches_the_strength_and_lands_on_the_target(lenet):
+    from tfcompress.pruning import morphnet
+
+    keras.utils.set_random_seed(0)
+    train = data.load("fashion_mnist", "train", batch_size=128, limit=8192, augment=False)
+    holdout = data.load("fashion_mnist", "test", batch_size=256, limit=1024)
+    lines: list[str] = []
+    result = morphnet.morphnet_to_target(lenet, train, target=0.6, holdout=holdout, epochs=2, trials=4, seed=0,
+                                         say=lines.append)
+    search = result.search
+    strengths = [trial["strength"] for trial in search["trials"]]
+    assert len(strengths) == len(set(strengths)) <= 4 and len(lines) >= len(strengths)
+    # the bracket moves the right way: after a trial that kept too much, a stronger one; too little, weaker
+    for previous, following in zip(search["trials"], search["trials"][1:], strict=False):
+        if not previous["stopped"] and previous["cost"] > 0.6 * 1.05:
+            assert following["strength"] > previous["strength"] or any(
+                t["strength"] > following["strength"] and (t["stopped"] or t["cost"] < 0.6 * 0.95)
+                for t in search["trials"][:search["trials"].index(following)])
+    kept = 2 * result.plan.macs_after / (2 * result.plan.macs_before)
+    assert kept == pytest.approx(search["kept"])
+    if search["threshold_moved"]:
+        assert kept <= 0.6 and kept > 0.3  # the most channels that fit, not a collapse
+    else:
+        assert 0.6 * 0.95 <= kept <= 0.6 * 1.05
+    assert training.evaluate(result.model, holdout)["accuracy"] > 0.3
+    with pytest.raises(ValueError, match="needs table="):
+        morphnet.morphnet_to_target(lenet, train, target=0.5, measure="latency", holdout=holdout)
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        morphnet.morphnet_to_target(lenet, train, target=1.5, holdout=holdout)
+
+
+@pytest.mark.slow
+def test_script_refuses_to_write_a_model_at_chance_without_allow_worse(tmp_path):
+    from tests.conftest import REPO
+
+    lenet = REPO / "models" / "lenet5_fashion_mnist.keras"
+    output = tmp_path / "m.keras"
+    args = [f"--model={lenet}", "--dataset=fashion_mnist", "--strength=3e-2", "--epochs=1", "--lr=0.01",
+            "--train_limit=512", "--runs=3", f"--output={output}"]
+    unguarded = [*args, "--max_accuracy_drop=100"]
+    refused = run_script("morphnet", *unguarded, check=False)
+    assert refused.returncode == 1 and "at chance accuracy" in refused.stderr and "--allow_worse" in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("morphnet.py: error:") and not output.exists()
+    run_script("morphnet", *unguarded, "--allow_worse")
+    report = json.loads(output.with_name("m.keras.json").read_text())
+    assert report["accuracy_pruned"] < 0.2 and report["guard"]["stopped"] is False
+    # the same strength under the default guard (10 points): stopped early, a model that still works
+    guarded = run_script("morphnet", *args, "--allow_worse")
+    report = json.loads(output.with_name("m.keras.json").read_text())
+    assert report["guard"]["stopped"] is True and "stopped: holdout accuracy fell" in guarded.stdout
+    assert report["accuracy_pruned"] > report["accuracy_before"] - 0.15

@@ -36,12 +36,20 @@ Strength: ``5e-8`` per FLOP (the thesis's CIFAR-10 value; its runs span 8e-9 …
 about 10³–10⁶ times smaller than FLOP weights, so the latency default is the same pressure per unit of cost:
 ``5e-8 × FLOPs / predicted µs`` of the unpruned model on the table. Choose a strength by a short sweep (×0.3,
 ×1, ×3): larger kills more channels; the thesis's 8e-9 → 8e-8 went from 317 ms to 137 ms on its WRN.
+
+Or give a target: :func:`morphnet_to_target` searches the strength for a fraction of the FLOPs, parameters or
+predicted latency kept, applying the term as a proximal step (:class:`ProximalStep`: a trained model's channels
+reach exactly zero in a few hundred steps, where gradient steps shrink them all alike and the accuracy goes first)
+and guarding every run (:class:`AccuracyGuard`: a run that loses more than a limit on the holdout stops with its
+last weights within it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -140,6 +148,7 @@ class MorphNetRegularizer:
             if cost == "latency":  # the FLOP default's pressure per unit of cost, in µs
                 strength *= self.flops_full / max(self.latency_fn(self.full), 1e-9)
         self.strength = float(strength)
+        self.proximal = False  # True: ProximalStep applies the term to the weights, the loss does not carry it
         # w_g live in a variable: a compiled train step reads the refreshed values
         self.weight_vector = tf.Variable(np.zeros(len(self.groups), np.float32), trainable=False,
                                          name="morphnet_cost_weights")
@@ -231,6 +240,31 @@ class MorphNetRegularizer:
         """The plan that removes the dead channels (:meth:`masks`), in the groups of the regularized model."""
         return plan_from_masks(self.graph, self.masks())
 
+    def proximal_step(self, lr: float) -> None:
+        """The proximal operator of ``lr`` × the MorphNet term, applied to the weights: every channel's slices
+        shrink together by ``lr · strength · w_g`` of norm, and are exactly zero once that exceeds their norm
+        (group soft-thresholding; for gamma, |γ| soft-thresholded). A gradient step on the term only shrinks
+        values proportionally and never reaches zero in a short run; this makes dead channels dead."""
+        weights = self.weight_vector.numpy()
+        for index, group in enumerate(self.groups):
+            push = lr * self.strength * float(weights[index])
+            if push <= 0:
+                continue
+            parts = self.slices[group.id]
+            if self.kind == "group_lasso":  # ‖W_c‖ = r_c √n_c; the term is strength · w_g · ‖W_c‖ / √n_c
+                counts = np.zeros(group.size)
+                for part in parts:
+                    np.add.at(counts, part.channels, part.row_size)
+                norms = _group_vector(parts, group.size, self.kind).numpy() * np.sqrt(np.maximum(counts, 1))
+                scale = np.maximum(0.0, 1.0 - push / np.sqrt(np.maximum(counts, 1)) / np.maximum(norms, 1e-12))
+            for part in parts:
+                value = np.moveaxis(np.array(part.variable.numpy()), part.axis, 0)
+                if self.kind == "group_lasso":
+                    value[part.rows] *= scale[part.channels].reshape((-1,) + (1,) * (value.ndim - 1))
+                else:
+                    value[part.rows] = np.sign(value[part.rows]) * np.maximum(0.0, np.abs(value[part.rows]) - push)
+                part.variable.assign(np.moveaxis(value, 0, part.axis))
+
 
 def _group_slices(graph: ChannelGraph, group: Group, kind: str) -> list[_Slices]:
     """The variable slices whose values make r_c: kernels' output slices (group lasso) or BN scales (gamma)."""
@@ -310,8 +344,9 @@ class MorphNetModel(keras.Model):
 
     def training_penalty(self) -> tf.Tensor:
         """The MorphNet term this wrapper adds to whatever loss trains the model (its compiled loss here, the
-        distillation loss when a :class:`tfcompress.distill.Distiller` trains this wrapper as its student)."""
-        return self.morphnet()
+        distillation loss when a :class:`tfcompress.distill.Distiller` trains this wrapper as its student);
+        none when a :class:`ProximalStep` applies it to the weights instead."""
+        return tf.constant(0.0) if self.morphnet.proximal else self.morphnet()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
@@ -363,13 +398,7 @@ class MorphNetCallback(keras.callbacks.Callback):
 
     @property
     def regularizer(self) -> MorphNetRegularizer:
-        model = self.model  # a MorphNetModel, or a Distiller (or other wrapper) whose student is one
-        while model is not None:
-            if isinstance(getattr(model, "morphnet", None), MorphNetRegularizer):
-                return model.morphnet
-            model = getattr(model, "student", None)
-        raise ValueError("MorphNetCallback trains a tfcompress.pruning.morphnet.MorphNetModel: wrap the model "
-                         "(a Distiller's student may be one)")
+        return _regularizer_of(self.model, type(self).__name__)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.regularizer.update_weights()
@@ -415,6 +444,30 @@ class MorphNetCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.summaries.end()
+
+
+def _regularizer_of(model: keras.Model, who: str) -> MorphNetRegularizer:
+    """The regularizer of a MorphNetModel, or of a Distiller (or other wrapper) whose student is one."""
+    while model is not None:
+        if isinstance(getattr(model, "morphnet", None), MorphNetRegularizer):
+            return model.morphnet
+        model = getattr(model, "student", None)
+    raise ValueError(f"{who} trains a tfcompress.pruning.morphnet.MorphNetModel: wrap the model (a Distiller's "
+                     "student may be one)")
+
+
+class ProximalStep(keras.callbacks.Callback):
+    """Applies the MorphNet term as a proximal step after every optimizer step
+    (:meth:`MorphNetRegularizer.proximal_step` at the step's learning rate) instead of through the loss's
+    gradient: channels the regularizer outweighs become exactly zero within a short run. Use plain SGD (the
+    operator is exact for it). Sets the regularizer's ``proximal`` before the first step is traced."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        _regularizer_of(self.model, type(self).__name__).proximal = True
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        _regularizer_of(self.model, type(self).__name__).proximal_step(lr)
 
 
 # ------------------------------------------------------------------------------------- shrink and search
@@ -475,9 +528,16 @@ class MorphNetResult:
     plan: PruningPlan
     trained: keras.Model
     history: list[dict[str, Any]]
+    guard: AccuracyGuard | None = None
+    search: dict[str, Any] | None = None  # :func:`morphnet_to_target`'s trials, strength and threshold
 
     def report(self) -> dict[str, Any]:
-        return {**self.plan.to_dict(), "history": self.history}
+        report = {**self.plan.to_dict(), "history": self.history}
+        if self.guard is not None:
+            report["guard"] = self.guard.report()
+        if self.search is not None:
+            report["search"] = self.search
+        return report
 
 
 def morphnet_prune(
@@ -495,6 +555,9 @@ def morphnet_prune(
     callbacks: list[keras.callbacks.Callback] | None = None,
     log_dir: str | None = None,
     verbose: int = 0,
+    holdout: tf.data.Dataset | None = None,
+    max_accuracy_drop: float | None = None,
+    proximal: bool = False,
 ) -> MorphNetResult:
     """Trains a copy of ``model`` (logits or softmax classifier) on ``data`` with the MorphNet loss for
     ``epochs``, then removes its dead channels. The input model is not changed.
@@ -502,19 +565,292 @@ def morphnet_prune(
     The default optimizer is SGD at a constant lr 0.01 (the thesis's MorphNet runs), momentum 0.9, weight decay
     5e-4 on kernels (never on γ: it would do the gamma regularizer's work). ``callbacks`` run after the
     :class:`MorphNetCallback` (a TensorBoard callback records its scalars); ``log_dir`` gets the per-group ones.
+    With ``holdout`` and ``max_accuracy_drop`` (points), an :class:`AccuracyGuard` stops a run whose holdout
+    accuracy falls further than that and keeps the last weights within it (``result.guard`` says). ``proximal``
+    applies the term by a :class:`ProximalStep` instead of the loss (dead channels exactly zero).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    if (holdout is None) != (max_accuracy_drop is None):
+        raise ValueError("the accuracy guard needs both holdout= (batches of (image, label)) and max_accuracy_drop=")
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     graph = ChannelGraph(copy)
     morphnet = MorphNetRegularizer(copy, regularizer, cost, strength=strength, threshold=threshold, table=table,
                                    precision=precision, graph=graph)
+    morphnet.proximal = proximal  # before the train step is traced: the loss carries the term or not
     wrapped = MorphNetModel(copy, morphnet)
     wrapped.compile(optimizer or training.finetune_sgd(0.01))
     progress = MorphNetCallback(log_dir=log_dir, verbose=verbose)
-    wrapped.fit(data, epochs=epochs, callbacks=[progress, *(callbacks or [])], verbose=0)
+    steps = int(data.cardinality())  # negative when unknown: checked at epoch ends only
+    guard = None if holdout is None else AccuracyGuard(
+        holdout, max_accuracy_drop, every=steps // GUARD_CHECKS if steps >= GUARD_CHECKS else None,
+        recalibrate_on=data.take(GUARD_BATCH_NORM_BATCHES))
+    steps_after = [ProximalStep()] if proximal else []
+    wrapped.fit(data, epochs=epochs, verbose=0,
+                callbacks=[*steps_after, progress, *([guard] if guard else []), *(callbacks or [])])
     plan = morphnet.plan()
     pruned = remove_channels(copy, plan.masks, graph=graph)
     # the copy's layers have the original's names: the plan re-applies to ``model`` and to fresh inits
-    return MorphNetResult(pruned, plan, copy, progress.history)
+    return MorphNetResult(pruned, plan, copy, progress.history, guard)
+
+
+# ------------------------------------------------------------------------------------------- to a target
+
+#: what :func:`morphnet_to_target` aims at: the fraction kept of the FLOPs, of the parameters, or of the latency
+#: a table predicts
+TARGETS = ("flops", "params", "latency")
+#: accuracy checks per epoch of a guarded run (a strength that is far too large destroys a model within an epoch)
+GUARD_CHECKS = 4
+#: training batches that re-estimate BatchNorm statistics before each check (a momentum of 0.999 leaves them stale)
+GUARD_BATCH_NORM_BATCHES = 5
+#: the images the thesis regularized over (200 epochs of CIFAR-10's 50,000) at its strength 5e-8: a shorter run
+#: starts at that strength × this / its own images, the same accumulated push (REFERENCE.md §1.4)
+THESIS_REGULARIZED_IMAGES = 200 * 50_000
+
+
+class AccuracyGuard(keras.callbacks.Callback):
+    """Stops a regularized run whose holdout accuracy falls more than ``max_drop`` points below where it began,
+    and ends it with the weights of the last check within the limit (the starting ones at worst): a strength
+    too large for the model cannot destroy it silently. Checks every ``every`` steps, and at each epoch end.
+    BatchNorm statistics are re-estimated on ``recalibrate_on`` batches before each check when given."""
+
+    def __init__(self, holdout: tf.data.Dataset, max_drop: float, every: int | None = None,
+                 recalibrate_on: Any = None) -> None:
+        super().__init__()
+        if max_drop < 0:
+            raise ValueError(f"max_accuracy_drop is in points, ≥ 0; got {max_drop}")
+        self.holdout, self.max_drop, self.every, self.recalibrate_on = holdout, float(max_drop), every, recalibrate_on
+        self.scores: list[float] = []
+        self.collapsed = False
+        self._kept: list[np.ndarray] | None = None
+
+    def _check(self) -> None:
+        model = training.student_of(self.model)
+        if self.recalibrate_on is not None:
+            training.recalibrate_batch_norm(model, self.recalibrate_on)
+        self.scores.append(training.evaluate(model, self.holdout)["accuracy"])
+        if 100 * (self.scores[0] - self.scores[-1]) > self.max_drop:
+            self.collapsed = True
+            self.model.stop_training = True
+        else:
+            self._kept = [np.array(w) for w in model.get_weights()]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.scores, self.collapsed, self._steps = [], False, 0
+        self._check()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+        if self.every and self._steps % self.every == 0 and not self.collapsed:
+            self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.collapsed:
+            self._check()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.collapsed:
+            training.student_of(self.model).set_weights(self._kept)
+
+    @property
+    def final(self) -> float:
+        """The holdout accuracy of the weights the run ended with."""
+        kept = [s for s in self.scores if 100 * (self.scores[0] - s) <= self.max_drop]
+        return kept[-1] if self.collapsed else self.scores[-1]
+
+    def report(self) -> dict[str, Any]:
+        return {"max_accuracy_drop": self.max_drop, "holdout_accuracy": self.scores, "stopped": self.collapsed}
+
+
+def next_strength(trials: Sequence[tuple[float, float]], low: float, high: float, start: float,
+                  factor: float = 4.0) -> float | None:
+    """The next MorphNet strength to try so that the pruned cost lands in [``low``, ``high``], or None when a trial
+    already does. ``trials``: (strength, cost) pairs; a larger strength prunes more (lower cost). No trial:
+    ``start``. All costs above the band: the strongest trial × ``factor``; all below: the weakest / ``factor``;
+    else the geometric mean of the bracketing strengths (bisection on the log scale)."""
+    if not trials:
+        return start
+    if any(low <= cost <= high for _, cost in trials):
+        return None
+    above = [s for s, cost in trials if cost > high]  # not pruned enough
+    below = [s for s, cost in trials if cost < low]  # pruned too much
+    if not below:
+        return max(above) * factor
+    if not above:
+        return min(below) / factor
+    weak, strong = max(above), min(below)
+    if strong <= weak:  # the cost is not monotonic in the strength here: try beyond the strongest weak one
+        return weak * math.sqrt(factor)
+    return math.sqrt(weak * strong)
+
+
+def pick_trial(trials: Sequence[Mapping[str, Any]], low: float, high: float) -> Mapping[str, Any]:
+    """The trial to keep: within [``low``, ``high``] (the cost nearest ``high``), else the one with the largest
+    cost ≤ ``high`` (the closest that fits), else the cheapest."""
+    if not trials:
+        raise ValueError("no MorphNet trial to pick from")
+    inside = [t for t in trials if low <= t["cost"] <= high]
+    if inside:
+        return max(inside, key=lambda t: t["cost"])
+    fitting = [t for t in trials if t["cost"] <= high]
+    if fitting:
+        return max(fitting, key=lambda t: t["cost"])
+    return min(trials, key=lambda t: t["cost"])
+
+
+def threshold_for(values: Mapping[int, Sequence[float]], cost: Callable[[dict[int, int]], float], target: float
+                  ) -> float:
+    """The smallest threshold among the channel ``values`` (r_c per group) whose alive counts (values above it,
+    at least one per group) cost at most ``target``: the most channels that fit. The cost falls as channels go
+    (tables are staircases, so a binary search finds a threshold that fits, not always the first one).
+
+    Raises:
+        ValueError: even one channel per group costs more than ``target``.
+    """
+    def counts(threshold: float) -> dict[int, int]:
+        return {g: max(1, int(sum(v > threshold for v in vs))) for g, vs in values.items()}
+
+    candidates = sorted({0.0, *(float(v) for vs in values.values() for v in vs)})
+    if cost(counts(candidates[-1])) > target:
+        raise ValueError(f"one channel per group costs {cost(counts(candidates[-1])):.4g} > target {target:.4g}")
+    low, high = 0, len(candidates) - 1  # the first candidate that fits
+    while low < high:
+        middle = (low + high) // 2
+        if cost(counts(candidates[middle])) <= target:
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[low]
+
+
+def fraction_kept(regularizer: MorphNetRegularizer, measure: str) -> Callable[[Mapping[int, int]], float]:
+    """The fraction of the unpruned model's FLOPs, parameters or predicted latency (``measure``) that the
+    regularized model keeps when each group keeps ``counts`` channels."""
+    full = {g: n for g, n in regularizer.full.items()}
+    if measure == "flops":
+        return lambda counts: regularizer.flops(counts) / regularizer.flops_full
+    if measure == "params":
+        total = regularizer.graph.cost(full, "params")
+        return lambda counts: regularizer.graph.cost(dict(counts), "params") / total
+    if regularizer.latency_fn is None:
+        raise ValueError("a latency target needs table=: the device's latency table")
+    total = regularizer.latency_fn(full)
+    return lambda counts: regularizer.latency_fn({g: max(1, n) for g, n in counts.items()}) / total
+
+
+def morphnet_to_target(
+    model: keras.Model,
+    data: tf.data.Dataset,
+    *,
+    target: float,
+    measure: str = "flops",
+    holdout: tf.data.Dataset,
+    max_accuracy_drop: float = 10.0,
+    tolerance: float = 0.05,
+    trials: int = 6,
+    epochs: int = 1,
+    lr: float = 0.05,
+    strength: float | None = None,
+    regularizer: str = "group_lasso",
+    relative_threshold: float = 0.1,
+    table: Any = None,
+    precision: str = "float32",
+    seed: int | None = None,
+    say: Callable[[str], None] = print,
+) -> MorphNetResult:
+    """MorphNet to a target instead of a strength: the pruned model keeps ``target`` of the input's FLOPs,
+    parameters or predicted latency (``measure``), within ``tolerance`` of it (relative: 0.05 is ±5 %).
+
+    The strength is searched, each trial a guarded MorphNet run of ``epochs`` on ``data`` from ``model`` (SGD
+    without momentum, cosine from ``lr``: momentum leaves the group-lasso values oscillating): ×4 until the target
+    is bracketed, then bisection on the log scale (:func:`next_strength`), at most ``trials`` runs. A channel is
+    dead when the run shrank its value below ``relative_threshold`` of what it was: the scale a short run drives
+    values to differs from group to group and from the thesis's 200 epochs (whose absolute 1e-3 assumed them).
+    The first strength is ``strength``, by default the
+    thesis's push per image (5e-8 over 200 × 50,000 images, for FLOPs) spread over this run's images. A trial
+    whose holdout accuracy fell more than ``max_accuracy_drop`` points (:class:`AccuracyGuard`) counts as too
+    strong. When no trial lands within the tolerance, the threshold of the closest one that fits is moved until
+    the fraction kept is the most that is ≤ ``target`` (:func:`threshold_for` on the shrinkage ratios): how far
+    the regularizer pushed each channel ranks them. The cost the regularizer weighs is the
+    predicted latency for a latency target, the FLOPs otherwise. ``result.search`` records every trial.
+
+    Raises:
+        ValueError: a target outside (0, 1), an unknown measure, a latency target without ``table``, or every
+            trial losing more than ``max_accuracy_drop`` (a smaller ``lr``, or a larger limit).
+    """
+    if not 0 < target < 1:
+        raise ValueError(f"target is the fraction of the {measure} kept, in (0, 1); got {target}")
+    if measure not in TARGETS:
+        raise ValueError(f"measure must be one of {TARGETS}, got {measure!r}")
+    if trials < 1 or not 0 < tolerance < 1 or epochs < 1:
+        raise ValueError(f"need trials ≥ 1, 0 < tolerance < 1 and epochs ≥ 1; got {trials}, {tolerance}, {epochs}")
+    cost = "latency" if measure == "latency" else "flops"
+    reference = MorphNetRegularizer(model, regularizer, cost, table=table, precision=precision)
+    measure_of = fraction_kept(reference, measure)  # refuses a latency target without a table before any training
+    before = reference.values()
+    steps = int(data.cardinality())
+    images = epochs * steps * int(tf.shape(next(iter(data))[0])[0])
+    start = strength or reference.strength * THESIS_REGULARIZED_IMAGES / max(1, images)
+    low, high = target * (1 - tolerance), target * (1 + tolerance)
+    done: list[dict[str, Any]] = []
+    shrunk: list[dict[int, np.ndarray]] = []  # per trial: each channel's value over its value before the run
+    results: list[MorphNetResult] = []
+    while len(done) < trials:
+        next_ = next_strength([(t["strength"], 0.0 if t["stopped"] else t["cost"]) for t in done], low, high, start)
+        if next_ is None:
+            break
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        began = time.monotonic()
+        result = morphnet_prune(
+            model, data, regularizer=regularizer, cost=cost, strength=next_, table=table,
+            precision=precision, epochs=epochs, holdout=holdout, max_accuracy_drop=max_accuracy_drop, proximal=True,
+            optimizer=training.sgd(lr, epochs * steps, "cosine", momentum=0.0, nesterov=False),
+            callbacks=[training.StopOnNonFinite("MorphNet")])
+        after = MorphNetRegularizer(result.trained, regularizer, cost, table=table, precision=precision).values()
+        shrunk.append({g: after[g] / np.maximum(before[g], 1e-12) for g in after})
+        kept = measure_of(_counts(_alive(shrunk[-1], relative_threshold)))
+        done.append({"strength": next_, "cost": kept, "stopped": result.guard.collapsed,
+                     "holdout_accuracy": result.guard.final, "seconds": round(time.monotonic() - began, 1)})
+        results.append(result)
+        say(f"MorphNet strength {next_:.3g}: {measure} kept {kept:.3f} (target {target:g} ± {100 * tolerance:g} %), "
+            f"holdout accuracy {result.guard.final:.4f}"
+            + (f" — stopped: accuracy fell more than {max_accuracy_drop:g} points" if result.guard.collapsed else ""))
+    alive = [t for t in done if not t["stopped"]]
+    if not alive:
+        tried = ", ".join(f"{t['strength']:.3g}" for t in done)
+        raise ValueError(f"every MorphNet strength tried ({tried}) lost "
+                         f"more than {max_accuracy_drop:g} points of holdout accuracy: a smaller lr (now {lr:g}) or "
+                         "a larger max_accuracy_drop")
+    chosen = pick_trial(alive, low, high)
+    index = done.index(chosen)
+    result, ratios, cut = results[index], shrunk[index], relative_threshold
+    moved = not low <= chosen["cost"] <= high
+    if moved:  # no strength landed: this run's shrinkage ranks the channels, the most that fit the target are kept
+        cut = threshold_for({g: v.tolist() for g, v in ratios.items()}, lambda c: measure_of(c), target)
+        say(f"no strength landed within ±{100 * tolerance:g} %: channels shrunk below {cut:.3g} of their value "
+            f"(instead of {relative_threshold:g}) are removed from the run at strength {chosen['strength']:.3g}")
+    masks = _alive(ratios, cut)
+    graph = ChannelGraph(result.trained)
+    plan = plan_from_masks(graph, masks)
+    pruned = remove_channels(result.trained, plan.masks, graph=graph)
+    search = {"target": target, "measure": measure, "tolerance": tolerance, "trials": done,
+              "strength": chosen["strength"], "relative_threshold": cut, "threshold_moved": moved,
+              "kept": measure_of(_counts(masks))}
+    return MorphNetResult(pruned, plan, result.trained, result.history, result.guard, search)
+
+
+def _alive(ratios: Mapping[int, np.ndarray], cut: float) -> dict[int, np.ndarray]:
+    """Keep-masks of the channels whose shrinkage ratio is above ``cut``; a group keeps at least its strongest."""
+    masks = {}
+    for g, ratio in ratios.items():
+        mask = ratio > cut
+        if not mask.any():
+            mask[int(np.argmax(ratio))] = True
+        masks[g] = mask
+    return masks
+
+
+def _counts(masks: Mapping[int, np.ndarray]) -> dict[int, int]:
+    return {g: int(mask.sum()) for g, mask in masks.items()}

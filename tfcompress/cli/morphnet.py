@@ -82,6 +82,9 @@ flags.register_multi_flags_validator(
     ["cost", "table"], lambda f: f["cost"] != "latency" or f["table"] is not None,
     message="--cost=latency needs --table=T.npz (the device's latency table, built there when missing)")
 
+#: holdout images the accuracy guard checks (four times an epoch)
+GUARD_IMAGES = 2048
+
 _OWN_FLAGS = (
     "model", "output", "regularizer", "cost", "strength", "threshold", "expand_factor", "epochs", "device", "table",
     "precision", "lr", "finetune_epochs", "finetune_lr", "from_scratch", "train_limit", "seed", "threads", "runs",
@@ -125,6 +128,7 @@ def main(argv: list[str]) -> None:
             raise ValueError(f"--latency_ms={FLAGS.latency_ms:g} is not below the model's predicted "
                              f"{FLAGS.latency_ms / target:.3f} ms: nothing to prune for")
     train, holdout, test = latency_aim.splits(model)
+    holdout = holdout.take(-(-GUARD_IMAGES // FLAGS.batch_size))  # the guard's checks: a few thousand images suffice
     accuracy_before = tfc.training.evaluate(source, test)["accuracy"]
     print(f"{FLAGS.model}: accuracy {accuracy_before:.4f}")
     if target is None:

@@ -347,11 +347,12 @@ def test_script_refuses_to_write_a_model_at_chance_without_allow_worse(tmp_path)
     refused = run_script("morphnet", *unguarded, check=False)
     assert refused.returncode == 1 and "at chance accuracy" in refused.stderr and "--allow_worse" in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("morphnet.py: error:") and not output.exists()
-    run_script("morphnet", *unguarded, "--allow_worse")
-    report = json.loads(output.with_name("m.keras.json").read_text())
-    assert report["accuracy_pruned"] < 0.2 and report["guard"]["stopped"] is False
-    # the same strength under the default guard (10 points): stopped early, a model that still works
-    guarded = run_script("morphnet", *args, "--allow_worse")
+    # the same strength under the default guard (10 points): stopped early, a model that still works, written
+    guarded = run_script("morphnet", *args)
     report = json.loads(output.with_name("m.keras.json").read_text())
     assert report["guard"]["stopped"] is True and "stopped: holdout accuracy fell" in guarded.stdout
     assert report["accuracy_pruned"] > report["accuracy_before"] - 0.15
+    output.unlink()
+    run_script("morphnet", *unguarded, "--allow_worse")  # told to: written at chance
+    report = json.loads(output.with_name("m.keras.json").read_text())
+    assert report["accuracy_pruned"] < 0.2 and report["guard"]["stopped"] is False

@@ -22,7 +22,7 @@ is bracketed, then bisection on the log scale, at most ``--trials`` — and keep
 is checked four times an epoch and a run that loses more than ``--max_accuracy_drop`` points stops with its last
 weights within the limit. A result at chance accuracy is not written without ``--allow_worse``.
 
-    python scripts/morphnet.py --model=models/resnet20_fashion_mnist.keras --target_flops=0.5 --epochs=1 \
+    python scripts/morphnet.py --model=models/resnet20_fashion_mnist.keras --target_flops=0.5 --epochs=2 \
         --train_limit=20000 --finetune_epochs=2 --output=/tmp/r20_half.keras
 
 Prints the channels of every group before and after and the MACs (FLOPs = 2 × MACs); writes OUTPUT (.keras) and

@@ -628,9 +628,11 @@ def morphnet_plan(run: Run, reference: Any, reference_key: Mapping[str, Any], co
 
 
 def _cost_function(regularizer: Any, cost: str, table: Any) -> Callable[[dict[int, int]], float]:
+    from tfcompress.pruning import morphnet
+
     if cost == "latency":
         return lambda counts: regularizer.latency_fn(counts)
-    return lambda counts: regularizer.flops(counts) / regularizer.flops_full
+    return morphnet.fraction_kept(regularizer, "flops")
 
 
 def morphnet_trial(run: Run, reference: Any, reference_key: Mapping[str, Any], cost: str, strength: float

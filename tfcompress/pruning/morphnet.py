@@ -132,6 +132,7 @@ class MorphNetRegularizer:
         self.model = self.graph.model
         self.kind, self.cost, self.threshold = regularizer, cost, float(threshold)
         self.slices = {g.id: _group_slices(self.graph, g, regularizer) for g in self.graph.prunable_groups}
+        self.rows = {g: _rows_per_channel(found, self.graph.groups[g].size) for g, found in self.slices.items()}
         self.groups: list[Group] = [self.graph.groups[g] for g, found in self.slices.items() if found]
         for group_id in [g for g, found in self.slices.items() if not found]:
             logging.warning("MorphNet: group %s (%s) has no kernel to regularize; its channels stay",
@@ -181,17 +182,11 @@ class MorphNetRegularizer:
 
     def kept_counts(self) -> dict[int, int]:
         """Channels :func:`shrink` would keep now: the alive ones, at least one per group."""
-        return {g: int(mask.sum()) for g, mask in self.masks().items()}
+        return _counts(self.masks())
 
     def masks(self) -> dict[int, np.ndarray]:
         """Keep-masks of the alive channels; a group with none alive keeps its strongest channel."""
-        masks = {}
-        for g, values in self.values().items():
-            mask = values > self.threshold
-            if not mask.any():  # an empty group disconnects the network
-                mask[int(np.argmax(values))] = True
-            masks[g] = mask
-        return masks
+        return _keep_masks(self.values(), self.threshold)
 
     # --------------------------------------------------------------------------------------------- costs
 
@@ -251,12 +246,9 @@ class MorphNetRegularizer:
             if push <= 0:
                 continue
             parts = self.slices[group.id]
-            if self.kind == "group_lasso":  # ‖W_c‖ = r_c √n_c; the term is strength · w_g · ‖W_c‖ / √n_c
-                counts = np.zeros(group.size)
-                for part in parts:
-                    np.add.at(counts, part.channels, part.row_size)
-                norms = _group_vector(parts, group.size, self.kind).numpy() * np.sqrt(np.maximum(counts, 1))
-                scale = np.maximum(0.0, 1.0 - push / np.sqrt(np.maximum(counts, 1)) / np.maximum(norms, 1e-12))
+            if self.kind == "group_lasso":  # the term is strength · w_g · ‖W_c‖ / √n_c and ‖W_c‖ = r_c √n_c
+                rms = _group_vector(parts, group.size, self.kind).numpy()
+                scale = np.maximum(0.0, 1.0 - push / np.maximum(self.rows[group.id] * rms, 1e-12))
             for part in parts:
                 value = np.moveaxis(np.array(part.variable.numpy()), part.axis, 0)
                 if self.kind == "group_lasso":
@@ -286,18 +278,24 @@ def _group_slices(graph: ChannelGraph, group: Group, kind: str) -> list[_Slices]
     return found
 
 
+def _rows_per_channel(slices: list[_Slices], size: int) -> np.ndarray:
+    """n_c: the number of weights each channel owns across the slices (at least 1)."""
+    counts = np.zeros(size)
+    for part in slices:
+        np.add.at(counts, part.channels, part.row_size)
+    return np.maximum(counts, 1)
+
+
 def _group_vector(slices: list[_Slices], size: int, kind: str) -> tf.Tensor:
     total = tf.zeros(size)
-    counts = np.zeros(size)
     for part in slices:
         value = tf.convert_to_tensor(part.variable.value)
         rows = tf.reshape(keras.ops.moveaxis(value, part.axis, 0), (value.shape[part.axis], -1))
         per_row = tf.reduce_sum(tf.square(rows) if kind == "group_lasso" else tf.abs(rows), axis=1)
         total += tf.math.unsorted_segment_sum(tf.gather(per_row, part.rows), part.channels, size)
-        np.add.at(counts, part.channels, part.row_size)
     if kind == "gamma":
         return total
-    return tf.sqrt(total / tf.constant(np.maximum(counts, 1), tf.float32) + _EPSILON)
+    return tf.sqrt(total / tf.constant(_rows_per_channel(slices, size), tf.float32) + _EPSILON)
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -727,7 +725,7 @@ def threshold_for(values: Mapping[int, Sequence[float]], cost: Callable[[dict[in
 def fraction_kept(regularizer: MorphNetRegularizer, measure: str) -> Callable[[Mapping[int, int]], float]:
     """The fraction of the unpruned model's FLOPs, parameters or predicted latency (``measure``) that the
     regularized model keeps when each group keeps ``counts`` channels."""
-    full = {g: n for g, n in regularizer.full.items()}
+    full = regularizer.full
     if measure == "flops":
         return lambda counts: regularizer.flops(counts) / regularizer.flops_full
     if measure == "params":
@@ -795,7 +793,7 @@ def morphnet_to_target(
     low, high = target * (1 - tolerance), target * (1 + tolerance)
     done: list[dict[str, Any]] = []
     shrunk: list[dict[int, np.ndarray]] = []  # per trial: each channel's value over its value before the run
-    results: list[MorphNetResult] = []
+    results: list[tuple[MorphNetResult, ChannelGraph]] = []
     while len(done) < trials:
         next_ = next_strength([(t["strength"], 0.0 if t["stopped"] else t["cost"]) for t in done], low, high, start)
         if next_ is None:
@@ -808,12 +806,13 @@ def morphnet_to_target(
             precision=precision, epochs=epochs, holdout=holdout, max_accuracy_drop=max_accuracy_drop, proximal=True,
             optimizer=training.sgd(lr, epochs * steps, "cosine", momentum=0.0, nesterov=False),
             callbacks=[training.StopOnNonFinite("MorphNet")])
-        after = MorphNetRegularizer(result.trained, regularizer, cost, table=table, precision=precision).values()
+        trained = MorphNetRegularizer(result.trained, regularizer, cost, table=table, precision=precision)
+        after = trained.values()
         shrunk.append({g: after[g] / np.maximum(before[g], 1e-12) for g in after})
-        kept = measure_of(_counts(_alive(shrunk[-1], relative_threshold)))
+        kept = measure_of(_counts(_keep_masks(shrunk[-1], relative_threshold)))
         done.append({"strength": next_, "cost": kept, "stopped": result.guard.collapsed,
                      "holdout_accuracy": result.guard.final, "seconds": round(time.monotonic() - began, 1)})
-        results.append(result)
+        results.append((result, trained.graph))
         say(f"MorphNet strength {next_:.3g}: {measure} kept {kept:.3f} (target {target:g} ± {100 * tolerance:g} %), "
             f"holdout accuracy {result.guard.final:.4f}"
             + (f" — stopped: accuracy fell more than {max_accuracy_drop:g} points" if result.guard.collapsed else ""))
@@ -825,14 +824,13 @@ def morphnet_to_target(
                          "a larger max_accuracy_drop")
     chosen = pick_trial(alive, low, high)
     index = done.index(chosen)
-    result, ratios, cut = results[index], shrunk[index], relative_threshold
+    (result, graph), ratios, cut = results[index], shrunk[index], relative_threshold
     moved = not low <= chosen["cost"] <= high
     if moved:  # no strength landed: this run's shrinkage ranks the channels, the most that fit the target are kept
-        cut = threshold_for({g: v.tolist() for g, v in ratios.items()}, lambda c: measure_of(c), target)
+        cut = threshold_for({g: v.tolist() for g, v in ratios.items()}, measure_of, target)
         say(f"no strength landed within ±{100 * tolerance:g} %: channels shrunk below {cut:.3g} of their value "
             f"(instead of {relative_threshold:g}) are removed from the run at strength {chosen['strength']:.3g}")
-    masks = _alive(ratios, cut)
-    graph = ChannelGraph(result.trained)
+    masks = _keep_masks(ratios, cut)
     plan = plan_from_masks(graph, masks)
     pruned = remove_channels(result.trained, plan.masks, graph=graph)
     search = {"target": target, "measure": measure, "tolerance": tolerance, "trials": done,
@@ -841,13 +839,14 @@ def morphnet_to_target(
     return MorphNetResult(pruned, plan, result.trained, result.history, result.guard, search)
 
 
-def _alive(ratios: Mapping[int, np.ndarray], cut: float) -> dict[int, np.ndarray]:
-    """Keep-masks of the channels whose shrinkage ratio is above ``cut``; a group keeps at least its strongest."""
+def _keep_masks(values: Mapping[int, np.ndarray], cut: float) -> dict[int, np.ndarray]:
+    """Keep-masks of the channels whose value (r_c, or a shrinkage ratio) is above ``cut``; a group with none
+    above keeps its strongest channel (an empty group disconnects the network)."""
     masks = {}
-    for g, ratio in ratios.items():
-        mask = ratio > cut
+    for g, value in values.items():
+        mask = value > cut
         if not mask.any():
-            mask[int(np.argmax(ratio))] = True
+            mask[int(np.argmax(value))] = True
         masks[g] = mask
     return masks
 

@@ -74,6 +74,46 @@ def test_shrink_leaves_its_input_untouched_and_validates_masks():
         pruning.shrink(model, {999: np.ones(1, bool)}, graph=graph)
 
 
+def _constant_channels_model(padding: str) -> tuple[keras.Model, dict[str, list[int]]]:
+    """Channels whose kernel is zero but whose bias (c1) or β (c2's BatchNormalization) is not: constants,
+    what MorphNet leaves of a dead channel."""
+    inputs = keras.Input((12, 12, 3))
+    h = layers.ReLU()(layers.Conv2D(8, 3, padding=padding, name="c1")(inputs))
+    h = layers.Conv2D(6, 3, padding=padding, use_bias=False, name="c2")(h)
+    h = layers.ReLU()(layers.BatchNormalization(name="bn2")(h))
+    model = keras.Model(inputs, layers.Dense(4, name="fc")(layers.Flatten()(h)))
+    dead = {"c1": [1, 5], "c2": [2]}
+    for name, channels in dead.items():
+        kernel = model.get_layer(name).kernel.numpy()
+        kernel[..., channels] = 0
+        model.get_layer(name).kernel.assign(kernel)
+    model.get_layer("c1").bias.assign(RNG.uniform(0.2, 1.0, 8).astype("float32"))
+    model.get_layer("bn2").beta.assign(RNG.uniform(0.2, 1.0, 6).astype("float32"))
+    model.get_layer("bn2").moving_mean.assign(RNG.uniform(-0.1, 0.1, 6).astype("float32"))
+    return model, dead
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_mean_replacement_folds_removed_constant_channels_into_their_readers(padding):
+    model, dead = _constant_channels_model(padding)
+    graph = ChannelGraph(model)
+    masks = {}
+    for group in graph.prunable_groups:
+        (producer,) = group.producers
+        masks[group.id] = ~np.isin(np.arange(group.size), dead[producer])
+    x = RNG.uniform(0, 1, (16, 12, 12, 3)).astype("float32")
+    reference = model(x).numpy()
+    removed = relative_diff(reference, pruning.shrink(model, masks, graph=graph)(x))
+    replaced = relative_diff(reference, pruning.shrink(model, masks, graph=graph, calibration=[x])(x))
+    assert removed > 0.05  # the constants were part of the output
+    if padding == "valid":  # c2 (no bias) takes c1's constants in bn2's moving mean, fc its own in its bias
+        assert replaced < 1e-5
+    else:  # a 'same' border reads the padding's zeros, not the constant
+        assert replaced < removed / 2
+    with pytest.raises(ValueError, match="calibration has no batch"):
+        pruning.shrink(model, masks, graph=graph, calibration=iter([]))
+
+
 @pytest.mark.slow
 def test_shrunk_model_trains_saves_reloads_and_exports(tmp_path):
     model = zoo.resnet_cifar(20, (32, 32, 1), 10)

@@ -507,14 +507,18 @@ def expand(model: keras.Model, factor: float = 1.8, *, graph: ChannelGraph | Non
 
 def shrink(
     model: keras.Model, threshold: float = 1e-3, *, regularizer: str = "group_lasso",
-    graph: ChannelGraph | None = None,
+    graph: ChannelGraph | None = None, calibration: Any = None,
 ) -> PruningResult:
     """Removes the dead channels of a MorphNet-trained ``model`` physically (r_c ≤ ``threshold``; a group keeps
     at least its strongest channel). Returns the smaller model and its plan (``plan.apply`` or
-    :func:`tfcompress.pruning.apply_plan` prunes a fresh initialization to the same structure)."""
+    :func:`tfcompress.pruning.apply_plan` prunes a fresh initialization to the same structure).
+
+    A dead channel is a constant, not a zero (its bias, or β after it, remains): with ``calibration`` images
+    the constant is folded into the layers that read it (:func:`tfcompress.pruning.shrink.mean_replacement`)
+    and the smaller model computes what ``model`` does."""
     morph = MorphNetRegularizer(model, regularizer, threshold=threshold, graph=graph)
     plan = morph.plan()
-    return PruningResult(remove_channels(model, plan.masks, graph=morph.graph), plan)
+    return PruningResult(remove_channels(model, plan.masks, graph=morph.graph, calibration=calibration), plan)
 
 
 @dataclasses.dataclass
@@ -588,7 +592,7 @@ def morphnet_prune(
     wrapped.fit(data, epochs=epochs, verbose=0,
                 callbacks=[*steps_after, progress, *([guard] if guard else []), *(callbacks or [])])
     plan = morphnet.plan()
-    pruned = remove_channels(copy, plan.masks, graph=graph)
+    pruned = remove_channels(copy, plan.masks, graph=graph, calibration=data)
     # the copy's layers have the original's names: the plan re-applies to ``model`` and to fresh inits
     return MorphNetResult(pruned, plan, copy, progress.history, guard)
 
@@ -832,7 +836,7 @@ def morphnet_to_target(
             f"(instead of {relative_threshold:g}) are removed from the run at strength {chosen['strength']:.3g}")
     masks = _keep_masks(ratios, cut)
     plan = plan_from_masks(graph, masks)
-    pruned = remove_channels(result.trained, plan.masks, graph=graph)
+    pruned = remove_channels(result.trained, plan.masks, graph=graph, calibration=data)
     search = {"target": target, "measure": measure, "tolerance": tolerance, "trials": done,
               "strength": chosen["strength"], "relative_threshold": cut, "threshold_moved": moved,
               "kept": measure_of(_counts(masks))}

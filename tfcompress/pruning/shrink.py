@@ -5,11 +5,12 @@ Surgery replays the graph (:class:`tfcompress.keras_graph.GraphWalk`): every lay
 is rebuilt by its spec's ``resize``, and every variable is sliced along the axes the channel graph bound to
 channel groups. Compression layers keep what they hold: a weight mask's masks and a ternary layer's assignment
 are sliced with the kernel they belong to, so a pruned sparse model keeps its zeros and a pruned ternary model
-stays ternary.
+stays ternary. With ``calibration`` images, a removed channel is replaced by its mean (:func:`mean_replacement`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -48,6 +49,8 @@ def shrink(
     *,
     keep: dict[int, Any] | None = None,
     graph: ChannelGraph | None = None,
+    calibration: Iterable[Any] | None = None,
+    calibration_batches: int = 8,
 ) -> keras.Model:
     """Rebuilds ``model`` with the masked-out channels physically removed and every variable sliced.
 
@@ -57,6 +60,10 @@ def shrink(
         masks: per-group boolean keep-masks (``ChannelGraph.groups`` ids); groups not listed keep all.
         keep: alternatively, per-group keep-indices.
         graph: the model's ``ChannelGraph`` if already built.
+        calibration: images (or ``(images, labels)`` batches) to replace each removed channel by its mean over
+            them (:func:`mean_replacement`): right where a channel was driven to a constant rather than masked
+            (MorphNet), so removing it changes nothing; without, a removed channel reads as zero.
+        calibration_batches: how many batches of ``calibration`` the means are taken over.
 
     Returns:
         A new flat functional model (nested models are inlined) computing what the masked model computes.
@@ -70,6 +77,7 @@ def shrink(
     if keep:
         group_masks.update(graph.masks_from_keep(keep))
     group_masks = graph.check_masks(fold_channel_masks(graph, group_masks))
+    offsets = mean_replacement(graph, group_masks, calibration, calibration_batches) if calibration else {}
 
     def resized(call: Call) -> Any:
         spec = graph.spec(call.layer)
@@ -81,7 +89,7 @@ def shrink(
     def sliced_weights(layer: keras.layers.Layer) -> list[np.ndarray]:
         weights = []
         for variable in layer.weights:
-            value = np.asarray(variable.numpy())
+            value = np.asarray(variable.numpy()) + offsets.get(id(variable), 0)
             for binding in graph.bindings_of(variable):
                 value = np.take(value, np.flatnonzero(binding.layout.mask(group_masks)), axis=binding.axis)
             weights.append(value)
@@ -97,6 +105,69 @@ def shrink(
         return copies(call, args, kwargs)
 
     return graph.walk.rebuild(call_fn)
+
+
+def mean_replacement(
+    graph: ChannelGraph, masks: dict[int, np.ndarray], calibration: Iterable[Any], num_batches: int = 8
+) -> dict[int, np.ndarray]:
+    """Offsets (by variable id) that replace each channel ``masks`` remove by its mean over ``calibration``:
+    Evci et al. 2018, "Mean Replacement Pruning". A layer with dot products that reads removed channels gets
+    their contribution at the mean, averaged over its output positions, added to its bias, or subtracted from
+    the moving mean of the BatchNormalization it feeds when it has no bias. Exact for a channel that is a
+    constant (a MorphNet-dead channel: zero kernel, and the bias or β after it) read by a dense layer or a
+    'valid' convolution; at a 'same' convolution's border the padding reads zeros, not the mean. A layer
+    called more than once, or with nowhere to put the offset, is left as plain removal.
+    """
+    readers = []
+    for call in graph.walk.calls:
+        spec = graph.spec(call.layer)
+        if spec is None or isinstance(call.layer, ChannelMask) or not spec.dot_products(call):
+            continue
+        removed = ~graph.layout(call.inputs[0]).mask(masks)
+        if removed.any() and removed.size == call.inputs[0].shape[-1] and graph.walk.call_count(call.layer) == 1:
+            readers.append((call, removed))
+    if not readers:
+        return {}
+    tensors = [call.inputs[0] for call, _ in readers]
+    probe = graph.walk.rebuild(lambda call, args, kwargs: call.layer(*args, **kwargs), extra_outputs=tensors)
+    sums: list[np.ndarray] = [np.zeros(tensor.shape[-1]) for tensor in tensors]
+    shapes: list[tuple[int, ...]] = [()] * len(tensors)
+    count = 0
+    for index, batch in enumerate(calibration):
+        if index >= num_batches:
+            break
+        activations = probe(batch[0] if isinstance(batch, tuple | list) else batch, training=False)[-len(tensors):]
+        for position, activation in enumerate(activations):
+            values = np.asarray(activation, np.float64)
+            sums[position] += values.reshape(-1, values.shape[-1]).sum(axis=0) / values[..., 0].size
+            shapes[position] = values.shape[1:]
+        count += 1
+    if not count:
+        raise ValueError("calibration has no batch: pass images to take the removed channels' means over")
+    offsets: dict[int, np.ndarray] = {}
+    for (call, removed), total, shape in zip(readers, sums, shapes, strict=True):
+        filled = np.zeros((1, *shape), np.float32)
+        filled[..., removed] = (total / count)[removed]
+        delta = np.asarray(call.layer(filled) - call.layer(np.zeros_like(filled)), np.float64)
+        delta = delta.reshape(-1, delta.shape[-1]).mean(axis=0)
+        target, sign = _offset_target(graph, call, delta.size)
+        if target is not None:
+            offsets[id(target)] = offsets.get(id(target), 0) + sign * delta
+    return offsets
+
+
+def _offset_target(graph: ChannelGraph, call: Call, size: int) -> tuple[Any, int]:
+    """Where a constant added to ``call``'s output goes: its bias (+), or the moving mean (−) of the one
+    BatchNormalization that reads it; (None, 0) if neither."""
+    bias = getattr(call.layer, "bias", None)
+    if bias is not None and tuple(bias.shape) == (size,):
+        return bias, 1
+    readers = graph.walk.readers(call.outputs[0])
+    norm = readers[0].layer if len(readers) == 1 else None
+    if isinstance(norm, keras.layers.BatchNormalization) and graph.walk.call_count(norm) == 1 \
+            and tuple(norm.moving_mean.shape) == (size,):
+        return norm.moving_mean, -1
+    return None, 0
 
 
 def insert_channel_masks(

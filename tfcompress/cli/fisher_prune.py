@@ -42,7 +42,7 @@ flags.register_multi_flags_validator(
 _OWN_FLAGS = (
     "model", "output", "device", "table", "precision", "latency_fraction", "latency_ms", "target_channels",
     "target_macs", "prune_every", "channels_per_prune", "latency_aware", "max_steps", "lr", "finetune_epochs",
-    "finetune_lr", "from_scratch", "train_limit", "seed", "threads", "runs", "dataset", "batch_size",
+    "finetune_lr", "distill", "from_scratch", "train_limit", "seed", "threads", "runs", "dataset", "batch_size",
 )
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.latency_aware and FLAGS.table is None:
         raise ValueError("--latency_aware needs --table=T.npz (built there when missing)")
     device, table = latency_aim.device_and_table(model, needed=target_latency is not None)
-    train, _, test = latency_aim.splits(model)
+    train, holdout, test = latency_aim.splits(model)
     accuracy_before = tfc.training.evaluate(model, test)["accuracy"]
     print(f"{FLAGS.model}: accuracy {accuracy_before:.4f}")
     result = tfc.pruning.fisher.fisher_prune(
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
         optimizer=tfc.training.finetune_sgd(FLAGS.lr), callbacks=[tfc.training.StopOnNonFinite("Fisher pruning")],
         verbose=1)
     print(result.plan.table())
-    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)
+    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table, holdout)
     latency_aim.write(output, final, {"source": FLAGS.model, "accuracy_before": accuracy_before, **report,
                                       **result.report()}, _OWN_FLAGS)
     print(f"accuracy {accuracy_before:.4f} → {latency_aim.final_accuracy(report):.4f}; {len(result.history)} "

@@ -32,8 +32,11 @@ def define_flags(table_required: bool) -> None:
     flags.DEFINE_float("lr", 8e-4, "Learning rate while pruning (SGD, momentum 0.9, weight decay 5e-4: the "
                        "thesis's).")
     flags.DEFINE_integer("finetune_epochs", 0, "Afterwards: fine-tune the pruned model this many epochs (SGD "
-                         "cosine from --finetune_lr), or with --from_scratch train the found architecture from a "
-                         "fresh initialization this many epochs.", lower_bound=0)
+                         "cosine from --finetune_lr or less where the loss is too sharp for it, the best holdout "
+                         "epoch kept), or with --from_scratch train the found architecture from a fresh "
+                         "initialization this many epochs.", lower_bound=0)
+    flags.DEFINE_bool("distill", True, "Fine-tune by knowledge distillation from the model before pruning (α 0.1 "
+                      "on the labels, T 5), not on the labels alone; not with --from_scratch.")
     flags.DEFINE_float("finetune_lr", 0.01, "Learning rate of --finetune_epochs (0.1 suits --from_scratch).")
     flags.DEFINE_bool("from_scratch", False, "Retrain the found architecture from scratch (the thesis's best "
                       "results) instead of fine-tuning the pruned weights.")
@@ -91,20 +94,28 @@ def splits(model) -> tuple[Any, Any, Any]:
     return train, holdout, dataset_for_model(shape, "test")
 
 
-def finish(source, pruned, plan, train, test, device, table) -> tuple[Any, dict[str, Any]]:
+def finish(source, pruned, plan, train, test, device, table, holdout=None) -> tuple[Any, dict[str, Any]]:
     """Long-term fine-tune or retraining from scratch, then accuracy and the measured latency next to the
-    table's prediction. Returns the final model (a new one when from scratch) and the report's fields."""
+    table's prediction. Returns the final model (a new one when from scratch) and the report's fields.
+
+    The fine-tune is the recipes' (``tfcompress.pipeline.stages.finetune``): by distillation from ``source``
+    unless ``--distill=false``, the lr lowered where the loss is too sharp for it, the best ``holdout`` epoch
+    kept (the starting weights included)."""
     import keras
 
     import tfcompress as tfc
 
     report: dict[str, Any] = {"accuracy_pruned": tfc.training.evaluate(pruned, test)["accuracy"]}
-    if FLAGS.finetune_epochs:
-        if FLAGS.from_scratch:  # the plan applied to a fresh initialization of the same architecture
-            pruned = plan.apply(keras.models.clone_model(source))
+    if FLAGS.finetune_epochs and FLAGS.from_scratch:  # the plan applied to a fresh initialization
+        pruned = plan.apply(keras.models.clone_model(source))
         steps = FLAGS.finetune_epochs * int(train.cardinality())
         tfc.training.compile_classifier(pruned, tfc.training.sgd(FLAGS.finetune_lr, steps, "cosine"))
         pruned.fit(train, epochs=FLAGS.finetune_epochs, verbose=2, callbacks=[tfc.training.StopOnNonFinite()])
+    elif FLAGS.finetune_epochs:
+        context = tfc.pipeline.Context(original=source, train=train, test=test, holdout=holdout, progress=print)
+        tfc.pipeline.stages.finetune(pruned, context, FLAGS.finetune_epochs, FLAGS.finetune_lr,
+                                     "original" if FLAGS.distill else None)
+    if FLAGS.finetune_epochs:
         how = "from scratch" if FLAGS.from_scratch else "fine-tuned"
         report[f"accuracy_{how.replace(' ', '_').replace('-', '_')}"] = accuracy = (
             tfc.training.evaluate(pruned, test)["accuracy"])

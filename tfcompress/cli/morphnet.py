@@ -87,9 +87,9 @@ GUARD_IMAGES = 2048
 
 _OWN_FLAGS = (
     "model", "output", "regularizer", "cost", "strength", "threshold", "expand_factor", "epochs", "device", "table",
-    "precision", "lr", "finetune_epochs", "finetune_lr", "from_scratch", "train_limit", "seed", "threads", "runs",
-    "dataset", "batch_size", "tensorboard_dir", "target_flops", "target_params", "latency_fraction", "latency_ms",
-    "tolerance", "trials", "max_accuracy_drop", "allow_worse", "holdout_fraction",
+    "precision", "lr", "finetune_epochs", "finetune_lr", "distill", "from_scratch", "train_limit", "seed", "threads",
+    "runs", "dataset", "batch_size", "tensorboard_dir", "target_flops", "target_params", "latency_fraction",
+    "latency_ms", "tolerance", "trials", "max_accuracy_drop", "allow_worse", "holdout_fraction",
 )
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str]) -> None:
               f"shrunk below {result.search['relative_threshold']:.3g} of their value removed")
     print(result.plan.table())
     print(f"FLOPs {2 * result.plan.macs_before:,} → {2 * result.plan.macs_after:,}")
-    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)
+    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table, holdout)
     accuracy = latency_aim.final_accuracy(report)
     # at chance: a model that was well above it (10 points) kept less than a tenth of its margin
     chance = 1 / max(2, int(final.output_shape[-1]))

@@ -52,7 +52,7 @@ flags.register_multi_flags_validator(
 _OWN_FLAGS = (
     "model", "output", "device", "table", "precision", "latency_fraction", "latency_ms", "importance",
     "short_term_steps", "init_red_fact", "decay_rate", "selection", "holdout_fraction", "holdout_limit", "lr",
-    "finetune_epochs", "finetune_lr", "from_scratch", "train_limit", "seed", "threads", "runs", "dataset",
+    "finetune_epochs", "finetune_lr", "distill", "from_scratch", "train_limit", "seed", "threads", "runs", "dataset",
     "batch_size", "tensorboard_dir",
 )
 
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
         optimizer=lambda: tfc.training.finetune_sgd(FLAGS.lr), state_dir=state_dir,
         measure=measure if FLAGS.measure_iterations else None, log_dir=FLAGS.tensorboard_dir, progress=print)
     print(result.plan.table())
-    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table)
+    final, report = latency_aim.finish(model, result.model, result.plan, train, test, device, table, holdout)
     latency_aim.write(output, final, {
         "source": FLAGS.model, "accuracy_before": accuracy_before, **report, **result.report()}, _OWN_FLAGS)
     shutil.rmtree(state_dir)  # the run is complete: its outputs hold everything the state did

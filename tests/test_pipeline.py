@@ -36,11 +36,14 @@ def context():
 
 
 @pytest.mark.parametrize(("entries", "message"), [
-    ([{"stage": "prun"}], "unknown stage 'prun'; stages: prune, resize_input, sparsify"),
+    ([{"stage": "prun"}], "unknown stage 'prun'; stages: prune, morphnet, resize_input, sparsify"),
     ([{"stage": "prune", "target_macs": 0.5, "ratio": 2}], "unknown argument(s) ratio; prune takes"),
     ([{"stage": "prune", "method": "l7", "target_macs": 0.5}], "unknown method 'l7'"),
     ([{"stage": "prune", "target_macs": 0.5, "target_channels": 0.5}], "give exactly one of"),
     ([{"stage": "prune", "method": "netadapt", "target_macs": 0.5}], "netadapt prunes to a target_latency"),
+    ([{"stage": "morphnet", "target_flops": 0.5, "target_params": 0.5}], "give exactly one of"),
+    ([{"stage": "morphnet", "target_flops": 1.5}], "target_flops is the fraction kept, in (0, 1); got 1.5"),
+    ([{"stage": "morphnet", "target_flops": 0.5, "regularizer": "l0"}], "unknown regularizer 'l0'"),
     ([{"stage": "quantize", "precision": "int4"}], "precision is one of float32"),
     ([{"stage": "distill", "teacher": "/nowhere.keras"}], "'/nowhere.keras' is neither"),
     ([{"stage": "ternarize", "epochs": 0}], "need epochs ≥ 1"),
@@ -77,6 +80,21 @@ def test_a_recipe_that_trains_first_leaves_the_callers_model_alone(context, tmp_
         np.testing.assert_array_equal(value, expected)
     assert result.model is not model
     assert any(not np.array_equal(a, b) for a, b in zip(result.model.get_weights(), before, strict=True))
+
+
+def test_a_morphnet_stage_lands_on_its_flops_target_and_shrinks_what_it_regularized(context, tmp_path):
+    """Three trials at most: the threshold moves to the target if no run landed there."""
+    context.holdout = data.load("fashion_mnist", "test", batch_size=256, limit=512)
+    lines = []
+    context.progress = lines.append
+    result = pipeline.run_recipe(context.original, [{"stage": "morphnet", "target_flops": 0.6, "trials": 3}],
+                                 context, tmp_path / "run", Measurement(runs=5, eval_limit=500))
+    original, pruned = result.rows
+    assert pruned["macs"] <= 0.6 * 1.05 * original["macs"] and pruned["params"] < original["params"]
+    assert pruned["keras_accuracy"] > 0.5 and any("MorphNet strength" in line for line in lines)
+    with pytest.raises(ValueError, match="needs holdout data"):
+        pipeline.run_recipe(context.original, [{"stage": "morphnet", "target_flops": 0.6}],
+                            dataclasses.replace(context, holdout=None), tmp_path / "none", Measurement(runs=5))
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import data, decomposition, distill, export, resolution, training
-from tfcompress.pruning import channels, fisher, magnitude, netadapt, snip
+from tfcompress.pruning import channels, fisher, magnitude, morphnet, netadapt, snip
 from tfcompress.quantization import ec2t, ttq
 
 PRUNE_METHODS = ("uniform", "l1", "l2", "bn", "random", "taylor", "snip", "fisher", "netadapt")
@@ -154,6 +154,50 @@ def _check_prune(method: str = "l1", target_macs: float | None = None, target_ch
 
 
 prune.check = _check_prune
+
+
+def morphnet_stage(model: keras.Model, context: Context, target_flops: float | None = None,
+                   target_params: float | None = None, target_latency: float | str | None = None,
+                   precision: str = "float32", regularizer: str = "group_lasso", epochs: int = 1, trials: int = 6,
+                   tolerance: float = 0.05, lr: float = 0.05, strength: float | None = None,
+                   max_accuracy_drop: float = 10.0) -> keras.Model:
+    """MorphNet to a target (:func:`tfcompress.pruning.morphnet.morphnet_to_target`): the regularization strength
+    searched in guarded runs of ``epochs`` until the pruned model keeps ``target_flops``, ``target_params`` or
+    ``target_latency`` (a fraction of the predicted latency, or "1.5ms"; ``context.table`` at ``precision``) within
+    ``tolerance``; a run losing more than ``max_accuracy_drop`` holdout points counts as too strong. Fine-tune
+    after it."""
+    (name, value), = _one_target(target_flops=target_flops, target_params=target_params,
+                                 target_latency=target_latency).items()
+    measure = name.removeprefix("target_")
+    if measure == "latency":
+        if context.table is None:
+            raise ValueError("morphnet to a target_latency needs the device's latency table")
+        value = channels.latency_fraction(value, context.table.predict(model, precision).ms * 1000)
+    result = morphnet.morphnet_to_target(
+        model, context.train, target=value, measure=measure, holdout=_holdout(context, "morphnet"),
+        max_accuracy_drop=max_accuracy_drop, tolerance=tolerance, trials=trials, epochs=epochs, lr=lr,
+        strength=strength, regularizer=regularizer, table=context.table, precision=precision, say=context.say)
+    return _recalibrated(result.model, context)
+
+
+def _check_morphnet(target_flops: float | None = None, target_params: float | None = None,
+                    target_latency: float | str | None = None, precision: str = "float32",
+                    regularizer: str = "group_lasso", epochs: int = 1, trials: int = 6, tolerance: float = 0.05,
+                    lr: float = 0.05, strength: float | None = None, max_accuracy_drop: float = 10.0) -> None:
+    (name, value), = _one_target(target_flops=target_flops, target_params=target_params,
+                                 target_latency=target_latency).items()
+    if name != "target_latency" and not 0 < value < 1:
+        raise ValueError(f"{name} is the fraction kept, in (0, 1); got {value}")
+    if regularizer not in morphnet.REGULARIZERS:
+        raise ValueError(f"unknown regularizer {regularizer!r}; regularizers: {', '.join(morphnet.REGULARIZERS)}")
+    if epochs < 1 or trials < 1 or not 0 < tolerance < 1 or lr <= 0 or max_accuracy_drop <= 0:
+        raise ValueError(f"need epochs ≥ 1, trials ≥ 1, 0 < tolerance < 1, lr > 0 and max_accuracy_drop > 0; got "
+                         f"{epochs}, {trials}, {tolerance}, {lr} and {max_accuracy_drop}")
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"precision of a latency table is float32 or int8, got {precision!r}")
+
+
+morphnet_stage.check = _check_morphnet
 
 
 def sparsify(model: keras.Model, context: Context, method: str = "magnitude", sparsity: float = 0.5) -> keras.Model:
@@ -356,6 +400,7 @@ def _holdout(context: Context, who: str) -> tf.data.Dataset:
 
 STAGES: dict[str, Callable[..., keras.Model]] = {
     "prune": prune,
+    "morphnet": morphnet_stage,
     "resize_input": resize_input,
     "sparsify": sparsify,
     "decompose": decompose,

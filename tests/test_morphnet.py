@@ -330,8 +330,9 @@ def test_morphnet_to_a_flops_target_searches_the_strength_and_lands_on_the_targe
         assert 0.6 * 0.95 <= kept <= 0.6 * 1.05
     accuracy = training.evaluate(result.model, holdout)["accuracy"]
     assert accuracy > 0.3
-    if not search["threshold_moved"]:  # dead channels are constants: mean replacement removes them exactly
-        assert accuracy == pytest.approx(training.evaluate(result.trained, holdout)["accuracy"], abs=0.02)
+    if not search["threshold_moved"]:  # dead channels are constants, those still shrinking near ones: mean
+        # replacement removes them with little change
+        assert accuracy == pytest.approx(training.evaluate(result.trained, holdout)["accuracy"], abs=0.05)
     with pytest.raises(ValueError, match="needs table="):
         morphnet.morphnet_to_target(lenet, train, target=0.5, measure="latency", holdout=holdout)
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):

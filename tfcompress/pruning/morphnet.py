@@ -599,6 +599,9 @@ def morphnet_prune(
 
 # ------------------------------------------------------------------------------------------- to a target
 
+#: how often an epoch a run of :func:`morphnet_to_target` checks whether it reached the target
+TARGET_CHECKS = 20
+
 #: what :func:`morphnet_to_target` aims at: the fraction kept of the FLOPs, of the parameters, or of the latency
 #: a table predicts
 TARGETS = ("flops", "params", "latency")
@@ -663,6 +666,24 @@ class AccuracyGuard(keras.callbacks.Callback):
 
     def report(self) -> dict[str, Any]:
         return {"max_accuracy_drop": self.max_drop, "holdout_accuracy": self.scores, "stopped": self.collapsed}
+
+
+class StopAtTarget(keras.callbacks.Callback):
+    """Ends a regularized run as soon as it would keep at most ``high`` (``kept(regularizer)``, checked every
+    ``every`` steps): a strength strong enough for the target lands on it, instead of running on past it and
+    counting as too strong. ``reached`` and ``kept`` say where the run ended."""
+
+    def __init__(self, kept: Callable[[MorphNetRegularizer], float], high: float, every: int) -> None:
+        super().__init__()
+        self.kept_fn, self.high, self.every = kept, high, max(1, every)
+        self.kept, self.reached, self.steps = 1.0, False, 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.kept = self.kept_fn(_regularizer_of(self.model, type(self).__name__))
+            if self.kept <= self.high:
+                self.reached = self.model.stop_training = True
 
 
 def next_strength(trials: Sequence[tuple[float, float]], low: float, high: float, start: float,
@@ -764,9 +785,11 @@ def morphnet_to_target(
     """MorphNet to a target instead of a strength: the pruned model keeps ``target`` of the input's FLOPs,
     parameters or predicted latency (``measure``), within ``tolerance`` of it (relative: 0.05 is ±5 %).
 
-    The strength is searched, each trial a guarded MorphNet run of ``epochs`` on ``data`` from ``model`` (SGD
-    without momentum, cosine from ``lr``: momentum leaves the group-lasso values oscillating): ×4 until the target
-    is bracketed, then bisection on the log scale (:func:`next_strength`), at most ``trials`` runs. A channel is
+    The strength is searched, each trial a guarded MorphNet run of at most ``epochs`` on ``data`` from ``model``
+    (SGD without momentum, cosine from ``lr``: momentum leaves the group-lasso values oscillating) that ends as soon
+    as it would keep no more than the top of the band (:class:`StopAtTarget`, :data:`TARGET_CHECKS` checks an
+    epoch): a strength past the one that lands exactly lands too, sooner. ×4 until the target is bracketed,
+    then bisection on the log scale (:func:`next_strength`), at most ``trials`` runs. A channel is
     dead when the run shrank its value below ``relative_threshold`` of what it was: the scale a short run drives
     values to differs from group to group and from the thesis's 200 epochs (whose absolute 1e-3 assumed them).
     The first strength is ``strength``, by default the
@@ -791,6 +814,9 @@ def morphnet_to_target(
     reference = MorphNetRegularizer(model, regularizer, cost, table=table, precision=precision)
     measure_of = fraction_kept(reference, measure)  # refuses a latency target without a table before any training
     before = reference.values()
+
+    def shrinkage(regularizer: MorphNetRegularizer) -> dict[int, np.ndarray]:  # each channel's value over its start
+        return {g: v / np.maximum(before[g], 1e-12) for g, v in regularizer.values().items()}
     steps = int(data.cardinality())
     images = epochs * steps * int(tf.shape(next(iter(data))[0])[0])
     start = strength or reference.strength * THESIS_REGULARIZED_IMAGES / max(1, images)
@@ -805,20 +831,24 @@ def morphnet_to_target(
         if seed is not None:
             keras.utils.set_random_seed(seed)
         began = time.monotonic()
+        at_target = StopAtTarget(lambda regularizer: measure_of(_counts(_keep_masks(shrinkage(regularizer),
+                                                                                    relative_threshold))),
+                                 high, steps // TARGET_CHECKS if steps > 0 else 50)
         result = morphnet_prune(
             model, data, regularizer=regularizer, cost=cost, strength=next_, table=table,
             precision=precision, epochs=epochs, holdout=holdout, max_accuracy_drop=max_accuracy_drop, proximal=True,
             optimizer=training.sgd(lr, epochs * steps, "cosine", momentum=0.0, nesterov=False),
-            callbacks=[training.StopOnNonFinite("MorphNet")])
+            callbacks=[training.StopOnNonFinite("MorphNet"), at_target])
         trained = MorphNetRegularizer(result.trained, regularizer, cost, table=table, precision=precision)
-        after = trained.values()
-        shrunk.append({g: after[g] / np.maximum(before[g], 1e-12) for g in after})
+        shrunk.append(shrinkage(trained))
         kept = measure_of(_counts(_keep_masks(shrunk[-1], relative_threshold)))
         done.append({"strength": next_, "cost": kept, "stopped": result.guard.collapsed,
-                     "holdout_accuracy": result.guard.final, "seconds": round(time.monotonic() - began, 1)})
+                     "holdout_accuracy": result.guard.final,
+                     "epochs": round(at_target.steps / steps, 2) if steps > 0 else epochs,
+                     "seconds": round(time.monotonic() - began, 1)})
         results.append((result, trained.graph))
-        say(f"MorphNet strength {next_:.3g}: {measure} kept {kept:.3f} (target {target:g} ± {100 * tolerance:g} %), "
-            f"holdout accuracy {result.guard.final:.4f}"
+        say(f"MorphNet strength {next_:.3g}: {measure} kept {kept:.3f} (target {target:g} ± {100 * tolerance:g} %) "
+            f"after {done[-1]['epochs']:g} epochs, holdout accuracy {result.guard.final:.4f}"
             + (f" — stopped: accuracy fell more than {max_accuracy_drop:g} points" if result.guard.collapsed else ""))
     alive = [t for t in done if not t["stopped"]]
     if not alive:

@@ -250,14 +250,23 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = 17) -> t
     return train_idx, holdout_idx
 
 
-@functools.lru_cache(maxsize=8)
+_CHANNEL_STATS: dict[tuple[str, str | None], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
 def channel_stats(
-    name: str, data_dir: str | None = None, download: bool = True
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) of the full training split, in [0, 1] pixel units."""
-    images, _ = load_arrays(name, "train", data_dir, download)
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return tuple(pixels.mean(axis=0).tolist()), tuple(pixels.std(axis=0).tolist())
+    """Per-channel (mean, std) of the full training split, in [0, 1] pixel units (computed once per process
+    for a dataset and folder: however its callers spell them)."""
+    key = (name, str(data_dir) if data_dir else None)
+    if key not in _CHANNEL_STATS:
+        images, _ = load_arrays(name, "train", data_dir, download)
+        pixels = images.reshape(-1, images.shape[-1])
+        mean = pixels.mean(axis=0, dtype=np.float64)
+        square = np.einsum("ij,ij->j", pixels, pixels, dtype=np.float64) / len(pixels)
+        _CHANNEL_STATS[key] = (tuple((mean / 255.0).tolist()),
+                               tuple((np.sqrt(np.maximum(square - mean**2, 0.0)) / 255.0).tolist()))
+    return _CHANNEL_STATS[key]
 
 
 # -------------------------------------------------------------------------------------------------- pipeline

@@ -585,8 +585,10 @@ def morphnet_prune(
     wrapped.compile(optimizer or training.finetune_sgd(0.01))
     progress = MorphNetCallback(log_dir=log_dir, verbose=verbose)
     steps = int(data.cardinality())  # negative when unknown: checked at epoch ends only
+    # checks GUARD_CHECKS times an epoch, but never on more batches than were trained on since the last
+    every = max(steps // GUARD_CHECKS, int(holdout.cardinality()) if holdout is not None else 0, 1)
     guard = None if holdout is None else AccuracyGuard(
-        holdout, max_accuracy_drop, every=steps // GUARD_CHECKS if steps >= GUARD_CHECKS else None,
+        holdout, max_accuracy_drop, every=every if 0 < every < steps else None,
         recalibrate_on=data.take(GUARD_BATCH_NORM_BATCHES))
     steps_after = [ProximalStep()] if proximal else []
     wrapped.fit(data, epochs=epochs, verbose=0,

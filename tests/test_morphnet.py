@@ -298,7 +298,13 @@ def test_the_guard_stops_a_collapsing_run_and_keeps_the_last_weights_within_the_
     assert len(guard.scores) < 3 * morphnet.GUARD_CHECKS + 1  # stopped early
     ended = training.evaluate(result.trained, holdout)["accuracy"]
     assert ended == pytest.approx(guard.final, abs=0.01) and 100 * (start - ended) <= 5.0 + 1.0
-    assert result.report()["guard"]["stopped"] is True
+    assert result.report()["guard"]["stopped"] is True and guard.halved == []
+    # with back-offs, a fall goes on from the last weights within the limit at half the strength first
+    keras.utils.set_random_seed(0)
+    backed = morphnet.morphnet_prune(lenet, train, strength=1e-2, epochs=3, holdout=holdout, max_accuracy_drop=5.0,
+                                     optimizer=keras.optimizers.SGD(0.05), backoffs=2).guard
+    assert backed.halved[:1] == [1e-2] and backed.halved == [1e-2 / 2**k for k in range(len(backed.halved))]
+    assert len(backed.scores) > len(guard.scores) and backed.collapsed == (len(backed.halved) == 2)
     with pytest.raises(ValueError, match="needs both holdout"):
         morphnet.morphnet_prune(lenet, train, holdout=holdout)
 
@@ -332,7 +338,7 @@ def test_morphnet_to_a_flops_target_searches_the_strength_and_lands_on_the_targe
     assert accuracy > 0.3
     if not search["threshold_moved"]:  # dead channels are constants, those still shrinking near ones: mean
         # replacement removes them with little change
-        assert accuracy == pytest.approx(training.evaluate(result.trained, holdout)["accuracy"], abs=0.05)
+        assert accuracy == pytest.approx(training.evaluate(result.trained, holdout)["accuracy"], abs=0.02)
     with pytest.raises(ValueError, match="needs table="):
         morphnet.morphnet_to_target(lenet, train, target=0.5, measure="latency", holdout=holdout)
     with pytest.raises(ValueError, match="in \\(0, 1\\)"):

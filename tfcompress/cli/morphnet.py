@@ -9,7 +9,7 @@
 BatchNorms; every prunable group needs one). ``--cost``: flops (morph-net's FLOP regularizer) or latency (the
 µs a table of ``--device`` predicts per channel; ``--table`` built there when missing). ``--strength`` defaults to
 the thesis's 5e-8 per FLOP, and for latency to the same pressure per µs (see tfcompress/pruning/morphnet.py).
-A channel is dead when its value is ≤ ``--threshold`` (1e-3; with a target: when the run shrank it below a tenth
+A channel is dead when its value is ≤ ``--threshold`` (1e-3; with a target: when the run shrank it below a hundredth
 of its value). Then, as the other pruning scripts,
 ``--finetune_epochs`` fine-tunes the shrunk model (or retrains its structure ``--from_scratch``, the thesis's way).
 ``--expand_factor=1.8`` first widens every group (fresh weights), MorphNet's expand-then-shrink; the plan is

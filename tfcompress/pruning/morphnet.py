@@ -560,6 +560,7 @@ def morphnet_prune(
     holdout: tf.data.Dataset | None = None,
     max_accuracy_drop: float | None = None,
     proximal: bool = False,
+    backoffs: int = 0,
 ) -> MorphNetResult:
     """Trains a copy of ``model`` (logits or softmax classifier) on ``data`` with the MorphNet loss for
     ``epochs``, then removes its dead channels. The input model is not changed.
@@ -568,7 +569,8 @@ def morphnet_prune(
     5e-4 on kernels (never on γ: it would do the gamma regularizer's work). ``callbacks`` run after the
     :class:`MorphNetCallback` (a TensorBoard callback records its scalars); ``log_dir`` gets the per-group ones.
     With ``holdout`` and ``max_accuracy_drop`` (points), an :class:`AccuracyGuard` stops a run whose holdout
-    accuracy falls further than that and keeps the last weights within it (``result.guard`` says). ``proximal``
+    accuracy falls further than that and keeps the last weights within it (``result.guard`` says), after
+    ``backoffs`` falls that only halve the strength and go on from there. ``proximal``
     applies the term by a :class:`ProximalStep` instead of the loss (dead channels exactly zero).
     """
     if epochs < 1:
@@ -589,7 +591,7 @@ def morphnet_prune(
     every = max(steps // GUARD_CHECKS, int(holdout.cardinality()) if holdout is not None else 0, 1)
     guard = None if holdout is None else AccuracyGuard(
         holdout, max_accuracy_drop, every=every if 0 < every < steps else None,
-        recalibrate_on=data.take(GUARD_BATCH_NORM_BATCHES))
+        recalibrate_on=data.take(GUARD_BATCH_NORM_BATCHES), backoffs=backoffs)
     steps_after = [ProximalStep()] if proximal else []
     wrapped.fit(data, epochs=epochs, verbose=0,
                 callbacks=[*steps_after, progress, *([guard] if guard else []), *(callbacks or [])])
@@ -603,6 +605,11 @@ def morphnet_prune(
 
 #: how often an epoch a run of :func:`morphnet_to_target` checks whether it reached the target
 TARGET_CHECKS = 20
+
+#: falls past the accuracy limit a trial of :func:`morphnet_to_target` goes on from at half the strength, before
+#: the third stops it: on the reference ResNet-20, runs strong enough for half the FLOPs lost more than 10 points
+#: while most channels were still shrinking (a BatchNorm-normalized kernel's updates grow as its norm falls)
+TRIAL_BACKOFFS = 2
 
 #: what :func:`morphnet_to_target` aims at: the fraction kept of the FLOPs, of the parameters, or of the latency
 #: a table predicts
@@ -620,15 +627,19 @@ class AccuracyGuard(keras.callbacks.Callback):
     """Stops a regularized run whose holdout accuracy falls more than ``max_drop`` points below where it began,
     and ends it with the weights of the last check within the limit (the starting ones at worst): a strength
     too large for the model cannot destroy it silently. Checks every ``every`` steps, and at each epoch end.
-    BatchNorm statistics are re-estimated on ``recalibrate_on`` batches before each check when given."""
+    BatchNorm statistics are re-estimated on ``recalibrate_on`` batches before each check when given. With
+    ``backoffs``, the first falls past the limit do not stop the run: it goes on from the last weights within
+    the limit at half the MorphNet strength (``halved`` lists the strengths it left)."""
 
     def __init__(self, holdout: tf.data.Dataset, max_drop: float, every: int | None = None,
-                 recalibrate_on: Any = None) -> None:
+                 recalibrate_on: Any = None, backoffs: int = 0) -> None:
         super().__init__()
         if max_drop < 0:
             raise ValueError(f"max_accuracy_drop is in points, ≥ 0; got {max_drop}")
         self.holdout, self.max_drop, self.every, self.recalibrate_on = holdout, float(max_drop), every, recalibrate_on
+        self.backoffs = backoffs
         self.scores: list[float] = []
+        self.halved: list[float] = []  # the strengths a fall past the limit halved, in order
         self.collapsed = False
         self._kept: list[np.ndarray] | None = None
 
@@ -637,14 +648,19 @@ class AccuracyGuard(keras.callbacks.Callback):
         if self.recalibrate_on is not None:
             training.recalibrate_batch_norm(model, self.recalibrate_on)
         self.scores.append(training.evaluate(model, self.holdout)["accuracy"])
-        if 100 * (self.scores[0] - self.scores[-1]) > self.max_drop:
+        if 100 * (self.scores[0] - self.scores[-1]) <= self.max_drop:
+            self._kept = [np.array(w) for w in model.get_weights()]
+        elif len(self.halved) < self.backoffs:  # back to the last weights within the limit, at half the strength
+            model.set_weights(self._kept)
+            regularizer = _regularizer_of(self.model, type(self).__name__)
+            self.halved.append(regularizer.strength)
+            regularizer.strength /= 2
+        else:
             self.collapsed = True
             self.model.stop_training = True
-        else:
-            self._kept = [np.array(w) for w in model.get_weights()]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.scores, self.collapsed, self._steps = [], False, 0
+        self.scores, self.halved, self.collapsed, self._steps = [], [], False, 0
         self._check()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -664,10 +680,11 @@ class AccuracyGuard(keras.callbacks.Callback):
     def final(self) -> float:
         """The holdout accuracy of the weights the run ended with."""
         kept = [s for s in self.scores if 100 * (self.scores[0] - s) <= self.max_drop]
-        return kept[-1] if self.collapsed else self.scores[-1]
+        return kept[-1]  # a check past the limit restored the weights of the last one within it
 
     def report(self) -> dict[str, Any]:
-        return {"max_accuracy_drop": self.max_drop, "holdout_accuracy": self.scores, "stopped": self.collapsed}
+        return {"max_accuracy_drop": self.max_drop, "holdout_accuracy": self.scores, "stopped": self.collapsed,
+                "strengths_halved": self.halved}
 
 
 class StopAtTarget(keras.callbacks.Callback):
@@ -778,7 +795,7 @@ def morphnet_to_target(
     lr: float = 0.05,
     strength: float | None = None,
     regularizer: str = "group_lasso",
-    relative_threshold: float = 0.1,
+    relative_threshold: float = 0.01,
     table: Any = None,
     precision: str = "float32",
     seed: int | None = None,
@@ -796,11 +813,12 @@ def morphnet_to_target(
     values to differs from group to group and from the thesis's 200 epochs (whose absolute 1e-3 assumed them).
     The first strength is ``strength``, by default the
     thesis's push per image (5e-8 over 200 × 50,000 images, for FLOPs) spread over this run's images. A trial
-    whose holdout accuracy fell more than ``max_accuracy_drop`` points (:class:`AccuracyGuard`) counts as too
-    strong. When no trial lands within the tolerance, the threshold of the closest one that fits is moved until
-    the fraction kept is the most that is ≤ ``target`` (:func:`threshold_for` on the shrinkage ratios): how far
-    the regularizer pushed each channel ranks them. The cost the regularizer weighs is the
-    predicted latency for a latency target, the FLOPs otherwise. ``result.search`` records every trial.
+    whose holdout accuracy falls more than ``max_accuracy_drop`` points (:class:`AccuracyGuard`) goes on from its
+    last weights within the limit at half the strength, twice (:data:`TRIAL_BACKOFFS`); a third fall stops it
+    and it counts as too strong. When no trial lands within the tolerance, the threshold of the closest one that
+    fits is moved until the fraction kept is the most that is ≤ ``target`` (:func:`threshold_for` on the
+    shrinkage ratios): how far the regularizer pushed each channel ranks them. The cost the regularizer weighs is
+    the predicted latency for a latency target, the FLOPs otherwise. ``result.search`` records every trial.
 
     Raises:
         ValueError: a target outside (0, 1), an unknown measure, a latency target without ``table``, or every
@@ -839,7 +857,7 @@ def morphnet_to_target(
         result = morphnet_prune(
             model, data, regularizer=regularizer, cost=cost, strength=next_, table=table,
             precision=precision, epochs=epochs, holdout=holdout, max_accuracy_drop=max_accuracy_drop, proximal=True,
-            optimizer=training.sgd(lr, epochs * steps, "cosine", momentum=0.0, nesterov=False),
+            backoffs=TRIAL_BACKOFFS, optimizer=training.sgd(lr, epochs * steps, "cosine", momentum=0.0, nesterov=False),
             callbacks=[training.StopOnNonFinite("MorphNet"), at_target])
         trained = MorphNetRegularizer(result.trained, regularizer, cost, table=table, precision=precision)
         shrunk.append(shrinkage(trained))
@@ -847,10 +865,12 @@ def morphnet_to_target(
         done.append({"strength": next_, "cost": kept, "stopped": result.guard.collapsed,
                      "holdout_accuracy": result.guard.final,
                      "epochs": round(at_target.steps / steps, 2) if steps > 0 else epochs,
+                     "halved": len(result.guard.halved),
                      "seconds": round(time.monotonic() - began, 1)})
         results.append((result, trained.graph))
+        halved = f" (strength halved {len(result.guard.halved)}× on the way)" if result.guard.halved else ""
         say(f"MorphNet strength {next_:.3g}: {measure} kept {kept:.3f} (target {target:g} ± {100 * tolerance:g} %) "
-            f"after {done[-1]['epochs']:g} epochs, holdout accuracy {result.guard.final:.4f}"
+            f"after {done[-1]['epochs']:g} epochs{halved}, holdout accuracy {result.guard.final:.4f}"
             + (f" — stopped: accuracy fell more than {max_accuracy_drop:g} points" if result.guard.collapsed else ""))
     alive = [t for t in done if not t["stopped"]]
     if not alive:

@@ -16,11 +16,12 @@ of its value). Then, as the other pruning scripts,
 then one of the expanded model (``tfcompress.pruning.morphnet.expand(model, 1.8)``).
 
 **A target instead of a strength**: ``--target_flops=0.5`` (or ``--target_params``, or ``--latency_fraction`` /
-``--latency_ms`` with ``--table``) searches the strength — short guarded runs of ``--epochs``, ×4 until the target
-is bracketed, then bisection on the log scale, at most ``--trials`` — and keeps the run that lands within
-``--tolerance`` of it (else the closest, its threshold moved to the target). Every run is guarded: holdout accuracy
-is checked four times an epoch and a run that loses more than ``--max_accuracy_drop`` points stops with its last
-weights within the limit. A result at chance accuracy is not written without ``--allow_worse``.
+``--latency_ms`` with ``--table``) searches the strength — guarded runs of at most ``--epochs`` that end once they
+reach the target, ×4 until the target is bracketed, then bisection on the log scale, at most ``--trials`` — and keeps
+the run that lands within ``--tolerance`` of it (else the closest, its threshold moved to the target). Every run is
+guarded: holdout accuracy is checked four times an epoch; a run that loses more than ``--max_accuracy_drop`` points
+goes on from its last weights within the limit at half the strength, and the third time stops there. A result at
+chance accuracy is not written without ``--allow_worse``.
 
     python scripts/morphnet.py --model=models/resnet20_fashion_mnist.keras --target_flops=0.5 --epochs=2 \
         --train_limit=20000 --finetune_epochs=2 --output=/tmp/r20_half.keras
@@ -50,8 +51,8 @@ flags.DEFINE_float("strength", None, "Regularization strength (default: 5e-8 per
 flags.DEFINE_float("threshold", 1e-3, "A channel is dead when its value is ≤ this (the thesis's 1e-3).")
 flags.DEFINE_float("expand_factor", None, "First widen every prunable group by this factor with a fresh "
                    "initialization (MorphNet's expand step; the thesis's mult_fact 1.8), then regularize it down.")
-flags.DEFINE_integer("epochs", 10, "Training epochs with the regularizer (of every trial, with a target).",
-                     lower_bound=1)
+flags.DEFINE_integer("epochs", 10, "Training epochs with the regularizer (with a target: each trial's most; it "
+                     "ends at the target).", lower_bound=1)
 flags.DEFINE_float("target_flops", None, "Target: keep this fraction of the FLOPs, in (0, 1); the strength is "
                    "searched (--strength is then the first one tried).")
 flags.DEFINE_float("target_params", None, "Target: keep this fraction of the parameters, in (0, 1).")

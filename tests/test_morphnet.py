@@ -250,6 +250,28 @@ def test_script_shrinks_and_writes_plan_and_refuses_bad_input(tmp_path):
 # ------------------------------------------------------------------------------------------- to a target
 
 
+def test_the_width_multiplier_narrows_the_found_structure_uniformly_to_the_target():
+    from tfcompress.pruning import morphnet
+
+    rng = np.random.default_rng(0)
+    values = {1: rng.uniform(0.1, 1, 16), 2: rng.uniform(0.1, 1, 32), 3: rng.uniform(0.1, 1, 64)}
+    masks = {1: np.arange(16) < 12, 2: np.arange(32) < 32, 3: np.arange(64) < 20}  # the structure a run found
+    weight = {1: 4.0, 2: 2.0, 3: 1.0}  # FLOPs per channel: the early group costs most
+
+    def cost(counts):
+        return sum(weight[g] * n for g, n in counts.items()) / sum(weight[g] * m.size for g, m in values.items())
+
+    scaled, omega = morphnet.width_multiplier(values, masks, cost, 0.3)
+    counts = {g: int(m.sum()) for g, m in scaled.items()}
+    assert cost(counts) <= 0.3 < cost({g: n + 1 for g, n in counts.items()})  # the widest that fits
+    assert counts == {g: int(np.ceil(omega * masks[g].sum() - 1e-9)) for g in masks}  # the same ω everywhere
+    for g, mask in scaled.items():  # inside the found structure, the largest values
+        assert not (mask & ~masks[g]).any()
+        assert values[g][mask].min() >= values[g][masks[g] & ~mask].max(initial=0)
+    with pytest.raises(ValueError, match="one channel per group costs"):
+        morphnet.width_multiplier(values, masks, cost, 0.01)
+
+
 def test_the_proximal_step_shrinks_each_channel_by_its_push_and_zeroes_the_ones_it_outweighs():
     keras.utils.set_random_seed(0)
     model = small_net()
@@ -330,7 +352,7 @@ def test_morphnet_to_a_flops_target_searches_the_strength_and_lands_on_the_targe
                 for t in search["trials"][:search["trials"].index(following)])
     kept = 2 * result.plan.macs_after / (2 * result.plan.macs_before)
     assert kept == pytest.approx(search["kept"])
-    if search["threshold_moved"]:
+    if search["threshold_moved"] or search["width_multiplier"]:
         assert kept <= 0.6 and kept > 0.3  # the most channels that fit, not a collapse
     else:
         assert 0.6 * 0.95 <= kept <= 0.6 * 1.05

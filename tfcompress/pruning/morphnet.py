@@ -815,10 +815,12 @@ def morphnet_to_target(
     thesis's push per image (5e-8 over 200 × 50,000 images, for FLOPs) spread over this run's images. A trial
     whose holdout accuracy falls more than ``max_accuracy_drop`` points (:class:`AccuracyGuard`) goes on from its
     last weights within the limit at half the strength, twice (:data:`TRIAL_BACKOFFS`); a third fall stops it
-    and it counts as too strong. When no trial lands within the tolerance, the threshold of the closest one that
-    fits is moved until the fraction kept is the most that is ≤ ``target`` (:func:`threshold_for` on the
-    shrinkage ratios): how far the regularizer pushed each channel ranks them. The cost the regularizer weighs is
-    the predicted latency for a latency target, the FLOPs otherwise. ``result.search`` records every trial.
+    and it counts as too strong. When no trial lands within the tolerance: if the closest kept more than the
+    target, the structure it found is narrowed uniformly until it fits (:func:`width_multiplier`, MorphNet's own
+    step 3); if every trial that fits removed too much, the threshold of the closest is moved until the fraction
+    kept is the most that is ≤ ``target`` (:func:`threshold_for` on the shrinkage ratios). The cost the
+    regularizer weighs is the predicted latency for a latency target, the FLOPs otherwise. ``result.search``
+    records every trial.
 
     Raises:
         ValueError: a target outside (0, 1), an unknown measure, a latency target without ``table``, or every
@@ -881,18 +883,52 @@ def morphnet_to_target(
     chosen = pick_trial(alive, low, high)
     index = done.index(chosen)
     (result, graph), ratios, cut = results[index], shrunk[index], relative_threshold
-    moved = not low <= chosen["cost"] <= high
-    if moved:  # no strength landed: this run's shrinkage ranks the channels, the most that fit the target are kept
+    masks, multiplier = _keep_masks(ratios, cut), None
+    moved = chosen["cost"] < low
+    if moved:  # every strength that fits removed too much: the channels it was still shrinking are kept
         cut = threshold_for({g: v.tolist() for g, v in ratios.items()}, measure_of, target)
+        masks = _keep_masks(ratios, cut)
         say(f"no strength landed within ±{100 * tolerance:g} %: channels shrunk below {cut:.3g} of their value "
             f"(instead of {relative_threshold:g}) are removed from the run at strength {chosen['strength']:.3g}")
-    masks = _keep_masks(ratios, cut)
+    elif chosen["cost"] > high:  # none reached it: the structure found, uniformly narrower (MorphNet's step 3)
+        masks, multiplier = width_multiplier(ratios, masks, measure_of, target)
+        say(f"no strength reached the target within ±{100 * tolerance:g} % (the closest kept {chosen['cost']:.3f}): "
+            f"the structure of the run at strength {chosen['strength']:.3g}, every group ×{multiplier:.3f}")
     plan = plan_from_masks(graph, masks)
     pruned = remove_channels(result.trained, plan.masks, graph=graph, calibration=data)
     search = {"target": target, "measure": measure, "tolerance": tolerance, "trials": done,
               "strength": chosen["strength"], "relative_threshold": cut, "threshold_moved": moved,
-              "kept": measure_of(_counts(masks))}
+              "width_multiplier": multiplier, "kept": measure_of(_counts(masks))}
     return MorphNetResult(pruned, plan, result.trained, result.history, result.guard, search)
+
+
+def width_multiplier(values: Mapping[int, np.ndarray], masks: Mapping[int, np.ndarray],
+                     cost: Callable[[dict[int, int]], float], target: float) -> tuple[dict[int, np.ndarray], float]:
+    """MorphNet's uniform width multiplier (Gordon et al. 2018, step 3: the structure the regularizer found,
+    scaled to the resource target): every group keeps ⌈ω · its kept channels⌉ (at least one; those of the largest
+    ``values``) of ``masks``, ω the largest for which ``cost`` of the counts is at most ``target``. Returns the
+    new masks and ω. A structure scaled this way keeps its proportions: no group falls to one channel where a
+    threshold across groups would empty the ones the regularizer pushed hardest.
+
+    Raises:
+        ValueError: even one channel per group costs more than ``target``.
+    """
+    kept = {g: int(mask.sum()) for g, mask in masks.items()}
+
+    def counts(omega: float) -> dict[int, int]:
+        return {g: max(1, math.ceil(omega * n - 1e-9)) for g, n in kept.items()}
+
+    if cost(counts(0.0)) > target:
+        raise ValueError(f"one channel per group costs {cost(counts(0.0)):.4g} > target {target:.4g}")
+    low, high = 0.0, 1.0
+    for _ in range(40):  # cost grows with ω: bisection to the largest ω that fits
+        middle = (low + high) / 2
+        low, high = (middle, high) if cost(counts(middle)) <= target else (low, middle)
+    scaled = {}
+    for g, n in counts(low).items():
+        order = np.argsort(-np.where(masks[g], values[g], -np.inf), kind="stable")
+        scaled[g] = np.isin(np.arange(masks[g].size), order[:n])
+    return scaled, low
 
 
 def _keep_masks(values: Mapping[int, np.ndarray], cut: float) -> dict[int, np.ndarray]:

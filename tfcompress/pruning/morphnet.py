@@ -592,6 +592,9 @@ def morphnet_prune(
     guard = None if holdout is None else AccuracyGuard(
         holdout, max_accuracy_drop, every=every if 0 < every < steps else None,
         recalibrate_on=data.take(GUARD_BATCH_NORM_BATCHES), backoffs=backoffs)
+    for callback in callbacks or []:
+        if isinstance(callback, StopAtTarget) and callback.guard is None:
+            callback.guard = guard  # a landing counts where the guard accepts the weights
     steps_after = [ProximalStep()] if proximal else []
     wrapped.fit(data, epochs=epochs, verbose=0,
                 callbacks=[*steps_after, progress, *([guard] if guard else []), *(callbacks or [])])
@@ -643,14 +646,16 @@ class AccuracyGuard(keras.callbacks.Callback):
         self.collapsed = False
         self._kept: list[np.ndarray] | None = None
 
-    def _check(self) -> None:
+    def check(self) -> bool:
+        """Scores the weights now; True when within the limit (else they were set back, or the run stops)."""
         model = training.student_of(self.model)
         if self.recalibrate_on is not None:
             training.recalibrate_batch_norm(model, self.recalibrate_on)
         self.scores.append(training.evaluate(model, self.holdout)["accuracy"])
         if 100 * (self.scores[0] - self.scores[-1]) <= self.max_drop:
             self._kept = [np.array(w) for w in model.get_weights()]
-        elif len(self.halved) < self.backoffs:  # back to the last weights within the limit, at half the strength
+            return True
+        if len(self.halved) < self.backoffs:  # back to the last weights within the limit, at half the strength
             model.set_weights(self._kept)
             regularizer = _regularizer_of(self.model, type(self).__name__)
             self.halved.append(regularizer.strength)
@@ -658,19 +663,20 @@ class AccuracyGuard(keras.callbacks.Callback):
         else:
             self.collapsed = True
             self.model.stop_training = True
+        return False
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.scores, self.halved, self.collapsed, self._steps = [], [], False, 0
-        self._check()
+        self.check()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._steps += 1
         if self.every and self._steps % self.every == 0 and not self.collapsed:
-            self._check()
+            self.check()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.collapsed:
-            self._check()
+            self.check()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.collapsed:
@@ -690,19 +696,22 @@ class AccuracyGuard(keras.callbacks.Callback):
 class StopAtTarget(keras.callbacks.Callback):
     """Ends a regularized run as soon as it would keep at most ``high`` (``kept(regularizer)``, checked every
     ``every`` steps): a strength strong enough for the target lands on it, instead of running on past it and
-    counting as too strong. ``reached`` and ``kept`` say where the run ended."""
+    counting as too strong. With a ``guard``, only where its holdout accuracy is within the limit (a state the
+    guard sets back is not a landing). ``reached`` and ``kept`` say where the run ended."""
 
-    def __init__(self, kept: Callable[[MorphNetRegularizer], float], high: float, every: int) -> None:
+    def __init__(self, kept: Callable[[MorphNetRegularizer], float], high: float, every: int,
+                 guard: AccuracyGuard | None = None) -> None:
         super().__init__()
-        self.kept_fn, self.high, self.every = kept, high, max(1, every)
+        self.kept_fn, self.high, self.every, self.guard = kept, high, max(1, every), guard
         self.kept, self.reached, self.steps = 1.0, False, 0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps += 1
-        if self.steps % self.every == 0:
-            self.kept = self.kept_fn(_regularizer_of(self.model, type(self).__name__))
-            if self.kept <= self.high:
-                self.reached = self.model.stop_training = True
+        if self.steps % self.every or self.model.stop_training:
+            return
+        self.kept = self.kept_fn(_regularizer_of(self.model, type(self).__name__))
+        if self.kept <= self.high and (self.guard is None or self.guard.check()):
+            self.reached = self.model.stop_training = True
 
 
 def next_strength(trials: Sequence[tuple[float, float]], low: float, high: float, start: float,
@@ -847,7 +856,9 @@ def morphnet_to_target(
     shrunk: list[dict[int, np.ndarray]] = []  # per trial: each channel's value over its value before the run
     results: list[tuple[MorphNetResult, ChannelGraph]] = []
     while len(done) < trials:
-        next_ = next_strength([(t["strength"], 0.0 if t["stopped"] else t["cost"]) for t in done], low, high, start)
+        # too strong: a trial the guard stopped, or whose strength it had to halve and that still did not land
+        next_ = next_strength([(t["strength"], 0.0 if t["stopped"] or (t["halved"] and t["cost"] > high)
+                                else t["cost"]) for t in done], low, high, start)
         if next_ is None:
             break
         if seed is not None:

@@ -202,6 +202,12 @@ class ChannelGraph:
     def prunable_groups(self) -> list[Group]:
         return [g for g in self.groups.values() if g.prunable]
 
+    def dot_product_calls(self) -> list[Call]:
+        """The calls of layers with dot products (convolutions, dense layers, wrappers of them): where channels
+        are read, and where a removed channel's absence (or its mask) is felt."""
+        return [call for call in self.walk.calls
+                if (spec := self.spec(call.layer)) is not None and spec.dot_products(call)]
+
     def layout(self, tensor: Any) -> Layout:
         """The channel layout of a tensor of the model's graph."""
         return self._layouts[id(self.walk.canonical(tensor))]

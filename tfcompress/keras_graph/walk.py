@@ -158,10 +158,6 @@ class GraphWalk:
         key = id(self.canonical(tensor))
         return [call for call in self.calls if any(id(t) == key for t in call.inputs)]
 
-    def call_count(self, layer: Any) -> int:
-        """How many times ``layer`` is called in the graph (more than once: a shared layer)."""
-        return self._call_counts.get(id(layer), 0)
-
     def _alias(self, tensor: Any, canonical: Any) -> None:
         canonical = self.canonical(canonical)
         self._canonical[id(tensor)] = canonical

@@ -213,10 +213,8 @@ class Fisher(Importance):
         batches = training.as_batches(data, graph.model, num_batches)
         # The tensors that layers with dot products read: a mask on a channel sits there (ChannelMask).
         tensors = {}
-        for call in graph.walk.calls:
-            spec = graph.spec(call.layer)
-            if spec is not None and spec.dot_products(call):
-                tensors.setdefault(id(graph.walk.canonical(call.inputs[0])), call.inputs[0])
+        for call in graph.dot_product_calls():
+            tensors.setdefault(id(graph.walk.canonical(call.inputs[0])), call.inputs[0])
         tensors = list(tensors.values())
         probe = graph.walk.rebuild(lambda call, args, kwargs: call.layer(*args, **kwargs), extra_outputs=tensors)
         sums = {g.id: np.zeros(g.size) for g in graph.prunable_groups}

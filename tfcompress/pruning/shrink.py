@@ -77,7 +77,7 @@ def shrink(
     if keep:
         group_masks.update(graph.masks_from_keep(keep))
     group_masks = graph.check_masks(fold_channel_masks(graph, group_masks))
-    offsets = mean_replacement(graph, group_masks, calibration, calibration_batches) if calibration else {}
+    offsets = {} if calibration is None else mean_replacement(graph, group_masks, calibration, calibration_batches)
 
     def resized(call: Call) -> Any:
         spec = graph.spec(call.layer)
@@ -119,12 +119,9 @@ def mean_replacement(
     called more than once, or with nowhere to put the offset, is left as plain removal.
     """
     readers = []
-    for call in graph.walk.calls:
-        spec = graph.spec(call.layer)
-        if spec is None or isinstance(call.layer, ChannelMask) or not spec.dot_products(call):
-            continue
+    for call in graph.dot_product_calls():
         removed = ~graph.layout(call.inputs[0]).mask(masks)
-        if removed.any() and removed.size == call.inputs[0].shape[-1] and graph.walk.call_count(call.layer) == 1:
+        if removed.any() and removed.size == call.inputs[0].shape[-1] and len(graph.layer_calls[id(call.layer)]) == 1:
             readers.append((call, removed))
     if not readers:
         return {}
@@ -164,7 +161,7 @@ def _offset_target(graph: ChannelGraph, call: Call, size: int) -> tuple[Any, int
         return bias, 1
     readers = graph.walk.readers(call.outputs[0])
     norm = readers[0].layer if len(readers) == 1 else None
-    if isinstance(norm, keras.layers.BatchNormalization) and graph.walk.call_count(norm) == 1 \
+    if isinstance(norm, keras.layers.BatchNormalization) and len(graph.layer_calls[id(norm)]) == 1 \
             and tuple(norm.moving_mean.shape) == (size,):
         return norm.moving_mean, -1
     return None, 0
